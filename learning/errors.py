@@ -1,0 +1,24 @@
+"""The project's one error type for user mistakes, and the CLI wrapper that reports it.
+
+A `UserError` is something the user can fix (a missing folder, an unknown key, a wrong
+file). Scripts catch it at the top and print one line, `error: ...`, with exit status 2.
+Anything else is our bug and keeps its traceback.
+"""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the user's input: the message says what is wrong and what to do."""
+
+
+def exit_on_user_error(main):
+    """Wrap a CLI entry point: a UserError becomes one line on stderr and exit status 2."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper
