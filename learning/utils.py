@@ -1,0 +1,149 @@
+"""Figures and files: sample grids, the learning curve, interpolation, GIFs, JSON lines."""
+import glob
+import json
+import os
+import re
+
+import imageio.v2 as imageio
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed: figures go to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+# ------------------------------------------------------------------ images
+def to_uint8(images):
+    """[-1, 1] floats to [0, 255] uint8 (non-finite pixels become 0)."""
+    images = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=-1.0, posinf=1.0,
+                           neginf=-1.0)
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images, H, W, pad=2):
+    """Tile N = H*W images (N, h, w, C) in [-1, 1] into one uint8 image, H rows by W
+    columns, separated by `pad` white pixels."""
+    images = to_uint8(images)
+    n, h, w, c = images.shape
+    if n != H * W:
+        raise ValueError(f"a {H}x{W} grid needs {H * W} images, got {n}")
+    grid = np.full((H * (h + pad) - pad, W * (w + pad) - pad, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, W)
+        grid[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = images[i]
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_sample_images(save_dir, name, images, H, W):
+    """Save images as an H x W grid to `save_dir/sample_image_{name}.png` when `name` is a
+    step number (as the tutorial did), else to `save_dir/{name}.png`."""
+    filename = f"sample_image_{name}.png" if isinstance(name, (int, np.integer)) else f"{name}.png"
+    path = os.path.join(save_dir, filename)
+    imageio.imwrite(path, image_grid(images, H, W))
+    return path
+
+
+def interpolate(v1, v2, W):
+    """W points strictly between v1 and v2, plus both ends: W + 2 rows, v1 first.
+    The tutorial's `interpolate(from_z, to_z, 9)` gives the 11 images of its strip."""
+    v1, v2 = np.asarray(v1, np.float32).reshape(-1), np.asarray(v2, np.float32).reshape(-1)
+    t = np.linspace(0.0, 1.0, W + 2, dtype=np.float32)[:, None]
+    return (1.0 - t) * v1 + t * v2
+
+
+def make_gif(frames_or_paths, path, fps=4):
+    """Write an animated GIF from uint8 frames or from image files, in the order given."""
+    frames = [imageio.imread(f) if isinstance(f, str) else f for f in frames_or_paths]
+    if not frames:
+        return None
+    imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    return path
+
+
+def sample_image_paths(save_dir):
+    """The run's `sample_image_{step}.png` files, ordered by step."""
+    paths = glob.glob(os.path.join(save_dir, "sample_image_*.png"))
+    step = lambda p: int(re.search(r"sample_image_(\d+)\.png$", p).group(1))  # noqa: E731
+    return sorted((p for p in paths if re.search(r"sample_image_\d+\.png$", p)), key=step)
+
+
+# ------------------------------------------------------------------ curves
+def plot_learning_curve(losses, metrics, save_dir):
+    """Two panels, as the tutorial's figure: D and G losses per iteration above, FID per
+    epoch below. Written to learning_curve.png and .svg.
+
+    :param losses: list of dicts with 'step', 'd_loss', 'g_loss'.
+    :param metrics: list of dicts with 'epoch' and 'fid' (None where not evaluated).
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    if losses:
+        steps = [r["step"] for r in losses]
+        top.plot(steps, [r["d_loss"] for r in losses], color="tab:blue", lw=0.6,
+                 label="Discriminator loss")
+        top.plot(steps, [r["g_loss"] for r in losses], color="tab:red", lw=0.6,
+                 label="Generator loss")
+        top.legend(loc="upper right")
+    top.set_xlabel("iteration")
+    top.set_ylabel("loss")
+    scored = [m for m in metrics if m.get("fid") is not None]
+    if scored:
+        bottom.plot([m["epoch"] for m in scored], [m["fid"] for m in scored], "o-",
+                    color="tab:red", label=f"FID ({scored[-1].get('n_samples')} samples)")
+        bottom.legend(loc="upper right")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("FID")
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(os.path.join(save_dir, f"learning_curve.{ext}"), dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ JSON lines
+def append_jsonl(path, records):
+    """Append records as JSON lines, flushed and synced so a kill loses at most the line
+    being written (which `read_jsonl` then drops)."""
+    if isinstance(records, dict):
+        records = [records]
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path):
+    """Read JSON lines, skipping a half-written last line."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # only the last line can be half written: nothing follows it
+    return out
+
+
+def repair_jsonl(path, keep):
+    """Rewrite `path` atomically with only the readable records for which `keep(record)`
+    holds: on resume, drops a half-written line and the lines of an epoch being redone."""
+    if not os.path.exists(path):
+        return []
+    records = [r for r in read_jsonl(path) if keep(r)]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return records
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,76 @@
+"""The tutorial's layer helpers, as Keras building blocks.
+
+Same names and arguments as the TF1 post, less `is_train`: a Keras layer is told whether it
+is training when the model is called (`model(x, training=True)`), so batch norm uses batch
+statistics while training and its moving averages when sampling.
+
+Each helper takes a Keras tensor and returns one, so networks read as in the post:
+`x = conv_bn_lrelu(x, 128, (5, 5), strides=(2, 2))`.
+"""
+import keras
+from keras import layers
+
+# DCGAN's initialisation: weights N(0, 0.02), biases 0.
+WEIGHT_STDDEV = 0.02
+
+
+def _kernel_init():
+    return keras.initializers.RandomNormal(mean=0.0, stddev=WEIGHT_STDDEV)
+
+
+def conv_layer(x, filters, kernel_size, strides, padding="same", use_bias=True, name=None):
+    return layers.Conv2D(filters, kernel_size, strides, padding, use_bias=use_bias,
+                         kernel_initializer=_kernel_init(), bias_initializer="zeros",
+                         name=name)(x)
+
+
+def deconv_layer(x, filters, kernel_size, strides, padding="same", use_bias=True, name=None):
+    return layers.Conv2DTranspose(filters, kernel_size, strides, padding, use_bias=use_bias,
+                                  kernel_initializer=_kernel_init(),
+                                  bias_initializer="zeros", name=name)(x)
+
+
+def batch_normalization(x, name=None):
+    """Batch norm with the tutorial's momentum 0.9 and epsilon 1e-5 (TF1's meaning of
+    momentum: moving = 0.9 * moving + 0.1 * batch, which Keras shares)."""
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=True, scale=True,
+                                     name=name)(x)
+
+
+def conv_bn_lrelu(x, filters, kernel_size, strides=(1, 1), padding="same", bn=True,
+                  alpha=0.2, name=None):
+    """conv + bn + leaky ReLU. alpha=0 gives a ReLU, alpha=1 no activation."""
+    x = conv_layer(x, filters, kernel_size, strides, padding, name=_sub(name, "conv"))
+    if bn:
+        x = batch_normalization(x, name=_sub(name, "bn"))
+    return layers.LeakyReLU(negative_slope=alpha, name=_sub(name, "lrelu"))(x)
+
+
+def deconv_bn_relu(x, filters, kernel_size, strides=(1, 1), padding="same", bn=True,
+                   relu=True, name=None):
+    """transposed conv + bn + ReLU; the generator's last layer has neither bn nor ReLU."""
+    x = deconv_layer(x, filters, kernel_size, strides, padding, name=_sub(name, "deconv"))
+    if bn:
+        x = batch_normalization(x, name=_sub(name, "bn"))
+    if relu:
+        x = layers.ReLU(name=_sub(name, "relu"))(x)
+    return x
+
+
+def fc_layer(x, out_dim, weights_stddev=WEIGHT_STDDEV, biases_value=0.0, name=None):
+    return layers.Dense(out_dim,
+                        kernel_initializer=keras.initializers.RandomNormal(0.0, weights_stddev),
+                        bias_initializer=keras.initializers.Constant(biases_value),
+                        name=name)(x)
+
+
+def fc_bn_lrelu(x, out_dim, alpha=0.2, bn=True, name=None):
+    """fc + bn + leaky ReLU."""
+    x = fc_layer(x, out_dim, name=_sub(name, "fc"))
+    if bn:
+        x = batch_normalization(x, name=_sub(name, "bn"))
+    return layers.LeakyReLU(negative_slope=alpha, name=_sub(name, "lrelu"))(x)
+
+
+def _sub(name, part):
+    return f"{name}_{part}" if name else None

@@ -1,0 +1,276 @@
+"""GAN, the abstract model, and its subclasses: DCGAN (the tutorial's), FCGAN and CGAN.
+
+A GAN holds two Keras models, `generator` and `discriminator`, and the losses that set
+them against each other. The tutorial's TF1 class also built a separate "sampler" graph that
+shared the generator's variables with `is_train=False`; in Keras the generator itself is the
+sampler when called with `training=False` (see `generate`).
+"""
+from abc import ABC, abstractmethod
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from learning.errors import UserError
+from models.layers import (batch_normalization, conv_bn_lrelu, deconv_bn_relu, fc_bn_lrelu,
+                           fc_layer)
+
+
+# ------------------------------------------------------------------ losses
+def discriminator_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
+    """Sigmoid cross-entropy on D's logits (not probabilities): real images are labelled
+    `real_label` (1, or 0.9 with label smoothing), generated ones `fake_label` (0)."""
+    real_logits = tf.cast(real_logits, tf.float32)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    loss_real = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(real_logits), real_label), logits=real_logits))
+    loss_fake = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(fake_logits), fake_label), logits=fake_logits))
+    return loss_real + loss_fake
+
+
+def generator_loss(fake_logits):
+    """The non-saturating generator loss: G wants D to call its images real (label 1)."""
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.ones_like(fake_logits), logits=fake_logits))
+
+
+# ------------------------------------------------------------------ base
+class GAN(ABC):
+    """Generative adversarial network: the base class.
+
+    :param input_shape: (H, W, C) of the images.
+    :param config: learning.config.Config, the hyperparameters.
+    """
+    conditional = False
+
+    def __init__(self, input_shape, config):
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.c_dim = self.input_shape[-1]
+        self.z_dim = config.z_dim
+        self.num_classes = config.num_classes if self.conditional else 0
+        self.config = config
+        self.generator = self._build_generator()
+        self.discriminator = self._build_discriminator()
+        self._sampler = self._build_sampler()
+
+    @abstractmethod
+    def _build_generator(self):
+        """Return the generator, a keras.Model from z (and labels) to images in [-1, 1]."""
+
+    @abstractmethod
+    def _build_discriminator(self):
+        """Return the discriminator, a keras.Model from images (and labels) to one logit."""
+
+    def _build_sampler(self):
+        """The generator in inference mode: batch norm uses its moving averages, so an image
+        does not depend on the others in its batch."""
+        z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
+        if self.conditional:
+            return tf.function(lambda z, y: self.G(z, y, training=False),
+                               input_signature=[z_spec, tf.TensorSpec([None], tf.int32)])
+        return tf.function(lambda z: self.G(z, training=False), input_signature=[z_spec])
+
+    # Calling conventions shared by conditional and unconditional models.
+    def G(self, z, labels=None, training=False):
+        return self.generator(z, training=training)
+
+    def D(self, x, labels=None, training=False):
+        return self.discriminator(x, training=training)
+
+    def sample_z(self, rng, n):
+        """Draw n latent vectors from `rng` (a tf.random.Generator): U(-1, 1) as in the
+        tutorial, or N(0, 1) with z_distribution='normal'."""
+        if self.config.z_distribution == "normal":
+            return rng.normal([n, self.z_dim], dtype=tf.float32)
+        return rng.uniform([n, self.z_dim], -1.0, 1.0, dtype=tf.float32)
+
+    def sample_labels(self, rng, n):
+        """Labels drawn uniformly (what FID of a conditional model uses)."""
+        return rng.uniform([n], 0, self.num_classes, dtype=tf.int32)
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        return discriminator_loss(real_logits, fake_logits,
+                                  real_label=1.0 - self.config.label_smoothing,
+                                  fake_label=self.config.fake_label_smoothing)
+
+    def generator_loss(self, fake_logits):
+        return generator_loss(fake_logits)
+
+    def generate(self, z, batch_size=64, labels=None, verbose=False):
+        """Generate images from z in batches of `batch_size`, batch norm in inference mode.
+
+        :param z: np.ndarray (N, z_dim).
+        :param labels: np.ndarray (N,) of class indices, for conditional models.
+        :return: np.ndarray (N, H, W, C), float32 in [-1, 1].
+        """
+        z = np.asarray(z, dtype=np.float32)
+        if self.conditional and labels is None:
+            raise ValueError(f"{type(self).__name__} is conditional: pass labels")
+        out = []
+        for start in range(0, len(z), batch_size):
+            zb = z[start:start + batch_size]
+            if self.conditional:
+                yb = np.asarray(labels[start:start + batch_size], dtype=np.int32)
+                out.append(self._sampler(zb, yb).numpy())
+            else:
+                out.append(self._sampler(zb).numpy())
+        if not out:
+            return np.zeros((0,) + self.input_shape, np.float32)
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+
+def _expect(x, shape, where):
+    """Shape check after a block: the networks' table, asserted while they are built."""
+    got = tuple(x.shape[1:])
+    if got != tuple(shape):
+        raise AssertionError(f"{where}: expected (N, {', '.join(map(str, shape))}), got {got}")
+
+
+def conv_depth(size):
+    """How many stride-2 layers lead from the smallest map (4 to 7 pixels) to `size`:
+    64 -> 4 (from 4x4), 28 -> 2 (from 7x7), 32 -> 3 (from 4x4)."""
+    depth = 0
+    while size > 7:
+        if size % 2:
+            raise UserError(f"image side {size} cannot be halved down to 4..7 pixels; use a "
+                            "size like 28, 32, 48, 64 or 128 (image_size)")
+        size //= 2
+        depth += 1
+    if depth == 0:
+        raise UserError("image_size must be at least 8 pixels a side for a DCGAN")
+    return depth, size
+
+
+# ------------------------------------------------------------------ DCGAN
+class DCGAN(GAN):
+    """The tutorial's DCGAN (Radford et al. 2016, https://arxiv.org/abs/1511.06434).
+
+    Generator, for 64x64x3:            Discriminator:
+      z (N, 100)                         x (N, 64, 64, 3)
+      fc -> (N, 4, 4, 512), BN, ReLU     conv 5x5/2 -> (N, 32, 32, 64), lReLU (no BN)
+      deconv 5x5/2 -> (N, 8, 8, 256)     conv 5x5/2 -> (N, 16, 16, 128), BN, lReLU
+      deconv 5x5/2 -> (N, 16, 16, 128)   conv 5x5/2 -> (N, 8, 8, 256), BN, lReLU
+      deconv 5x5/2 -> (N, 32, 32, 64)    conv 5x5/2 -> (N, 4, 4, 512), BN, lReLU
+      deconv 5x5/2 -> (N, 64, 64, 3)     flatten, fc -> (N, 1) logit
+      tanh (no BN)
+    The depth follows the image: 28x28 MNIST starts from 7x7 with two transposed convs.
+    """
+    kernel_size = (5, 5)
+
+    def _depths(self):
+        H, W, _ = self.input_shape
+        (dh, h0), (dw, w0) = conv_depth(H), conv_depth(W)
+        if dh != dw:
+            raise UserError(f"image_size {W}x{H}: width and height need the same number of "
+                            "halvings; use a square size")
+        return dh, h0, w0
+
+    def _build_generator(self):
+        c = self.config
+        depth, h, w = self._depths()
+        z = keras.Input((self.z_dim,), name="z")
+        x = fc_layer(z, h * w * c.G_FC_layer_channel, name="layer_1")
+        x = layers.Reshape((h, w, c.G_FC_layer_channel), name="reshape")(x)
+        x = layers.ReLU(name="reshape_relu")(batch_normalization(x, name="reshape_bn"))
+        _expect(x, (h, w, c.G_FC_layer_channel), "generator reshape")
+        for i in range(depth - 1):
+            channels = c.G_channel * 2 ** (depth - 2 - i)     # ..., 4, 2, 1 x G_channel
+            x = deconv_bn_relu(x, channels, self.kernel_size, strides=(2, 2),
+                               name=f"layer_{i + 2}")
+            h, w = 2 * h, 2 * w
+            _expect(x, (h, w, channels), f"generator layer_{i + 2}")
+        x = deconv_bn_relu(x, self.c_dim, self.kernel_size, strides=(2, 2), bn=False,
+                           relu=False, name=f"layer_{depth + 1}")
+        # tanh in float32 so that mixed precision keeps the images' range exact.
+        x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+        _expect(x, self.input_shape, "generator output")
+        return keras.Model(z, x, name="generator")
+
+    def _build_discriminator(self):
+        c = self.config
+        depth, h, w = self._depths()
+        x_in = keras.Input(self.input_shape, name="x")
+        x = x_in
+        for i in range(depth):
+            # No batch norm on the first layer, as in the DCGAN paper.
+            x = conv_bn_lrelu(x, c.D_channel * 2 ** i, self.kernel_size, strides=(2, 2),
+                              bn=i > 0, alpha=c.leaky_alpha, name=f"layer_{i + 1}")
+        _expect(x, (h, w, c.D_channel * 2 ** (depth - 1)), "discriminator last conv")
+        x = layers.Flatten(name="flatten")(x)
+        logits = layers.Dense(1, dtype="float32", name=f"layer_{depth + 1}",
+                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))(x)
+        return keras.Model(x_in, logits, name="discriminator")
+
+
+# ------------------------------------------------------------------ FC GAN
+class FCGAN(GAN):
+    """The fully connected GAN of the MNIST post (001): dense layers with leaky ReLU,
+    tanh output; D ends in one logit. Hidden sizes from `G_hidden`, `D_hidden`."""
+
+    def _build_generator(self):
+        c = self.config
+        z = keras.Input((self.z_dim,), name="z")
+        x = z
+        for i, units in enumerate(c.G_hidden):
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}")
+        x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+        x = layers.Reshape(self.input_shape, name="image")(x)
+        return keras.Model(z, x, name="generator")
+
+    def _build_discriminator(self):
+        c = self.config
+        x_in = keras.Input(self.input_shape, name="x")
+        x = layers.Flatten(name="flatten")(x_in)
+        for i, units in enumerate(c.D_hidden):
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+        logits = layers.Dense(1, dtype="float32", name=f"layer_{len(c.D_hidden) + 1}",
+                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))(x)
+        return keras.Model(x_in, logits, name="discriminator")
+
+
+# ------------------------------------------------------------------ CGAN
+class CGAN(GAN):
+    """The conditional GAN of post 002: the one-hot label is concatenated to z, and to
+    D's flattened input; dense layers each side (sizes from `G_hidden`, `D_hidden`)."""
+    conditional = True
+
+    def G(self, z, labels=None, training=False):
+        return self.generator([z, tf.one_hot(labels, self.num_classes)], training=training)
+
+    def D(self, x, labels=None, training=False):
+        return self.discriminator([x, tf.one_hot(labels, self.num_classes)], training=training)
+
+    def _build_generator(self):
+        c = self.config
+        z = keras.Input((self.z_dim,), name="z")
+        y = keras.Input((self.num_classes,), name="label_one_hot")
+        x = layers.Concatenate(name="z_label")([z, y])
+        for i, units in enumerate(c.G_hidden):
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}")
+        x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+        x = layers.Reshape(self.input_shape, name="image")(x)
+        return keras.Model([z, y], x, name="generator")
+
+    def _build_discriminator(self):
+        c = self.config
+        x_in = keras.Input(self.input_shape, name="x")
+        y = keras.Input((self.num_classes,), name="label_one_hot")
+        x = layers.Concatenate(name="x_label")([layers.Flatten(name="flatten")(x_in), y])
+        for i, units in enumerate(c.D_hidden):
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+        logits = layers.Dense(1, dtype="float32", name=f"layer_{len(c.D_hidden) + 1}",
+                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))(x)
+        return keras.Model([x_in, y], logits, name="discriminator")
+
+
+MODEL_CLASSES = {"dcgan": DCGAN, "fc_gan": FCGAN, "cgan": CGAN}
+
+
+def build_model(config, input_shape):
+    """The GAN named by `config.model` for images of `input_shape` (H, W, C)."""
+    return MODEL_CLASSES[config.model](input_shape, config)

@@ -1,0 +1,134 @@
+"""Train a GAN: `python train.py [--config FILE] [--save-dir DIR] [--data-dir DIR]
+[--set KEY=VALUE ...] [--dry-run]`.
+
+As in the tutorial, in three steps: 1. load the dataset; 2. set the hyperparameters;
+3. build the model, evaluator and optimizer, and train. Running it again on the same
+--save-dir resumes where the run stopped.
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from learning.config import Config, parse_set  # noqa: E402
+from learning.errors import UserError, exit_on_user_error  # noqa: E402
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                              "default.json")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="hyperparameter JSON (default: configs/default.json)")
+    p.add_argument("--save-dir", default=None,
+                   help="run folder (default: runs/<config name>); an existing run resumes")
+    p.add_argument("--data-dir", default=None, help="image folder (overrides data_dir)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override hyperparameters, e.g. --set num_epochs=5 batch_size=32")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve and print the config, load the data, build the model; "
+                        "do not train or write anything")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def resolve_config(args):
+    """The config file, then --data-dir, then --set; a resumed run must match its own."""
+    config = Config.from_json(args.config)
+    overrides = parse_set(args.set)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if overrides:
+        config = Config.from_dict({**config.to_dict(), **overrides},
+                                  source="--set/--data-dir")
+    return config
+
+
+def check_save_dir(save_dir, config):
+    """Create the run folder; refuse to resume a run with a different architecture."""
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+        probe = os.path.join(save_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--save-dir '{save_dir}' cannot be written ({e.strerror}): "
+                        "choose another folder") from None
+    old_path = os.path.join(save_dir, "hyperparam.json")
+    if os.path.exists(os.path.join(save_dir, "checkpoints")) and os.path.exists(old_path):
+        old = Config.from_json(old_path)
+        arch = ["model", "z_dim", "G_FC_layer_channel", "G_channel", "D_channel",
+                "image_size", "crop_size", "dataset", "G_hidden", "D_hidden", "num_classes"]
+        diff = [k for k in arch if getattr(old, k) != getattr(config, k)]
+        if diff:
+            k = diff[0]
+            raise UserError(f"--save-dir '{save_dir}' holds a run with {k}="
+                            f"{json.dumps(_jsonable(getattr(old, k)))}, not "
+                            f"{json.dumps(_jsonable(getattr(config, k)))}: use a new "
+                            "--save-dir, or the run's own settings to resume it")
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    config = resolve_config(args)
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    save_dir = args.save_dir or os.path.join("runs", name)
+
+    # Heavy imports after the arguments are checked: a typo fails in a second.
+    import tensorflow as tf
+    import keras
+    from datasets.data import Dataset, load_images
+    from learning.evaluator import FIDEvaluator, ensure_dataset_statistics
+    from learning.fid import FID
+    from learning.optimizer import MomentumOptimizer
+    from models.nn import build_model
+
+    print("config:")
+    print(json.dumps(config.to_dict(), indent=2))
+
+    """ 1. Load the dataset """
+    images, labels = load_images(config)
+    train_set = Dataset(images, labels, seed=config.seed)
+    print(f"{train_set.num_examples} images of {images.shape[1:]} "
+          f"({images.nbytes / 2**20:.0f} MiB as uint8)")
+
+    """ 2. Model, evaluator, optimizer """
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, images.shape[1:])
+    if args.dry_run:
+        model.generator.summary()
+        model.discriminator.summary()
+        print(f"dry run: would train into {save_dir}; nothing written")
+        return 0
+
+    check_save_dir(save_dir, config)
+    config.save(os.path.join(save_dir, "hyperparam.json"))
+
+    evaluator = None
+    if config.eval_every:
+        fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
+        stats = ensure_dataset_statistics(config, images, fid.inception)
+        fid.load_dataset_statistics(stats)
+        evaluator = FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
+                                 config.score_threshold)
+
+    """ 3. Train """
+    optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir)
+    optimizer.train(verbose=not args.quiet)
+    print(f"Done. Run `python test.py --save-dir {save_dir}` for samples and FID.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
