@@ -87,19 +87,21 @@ def main(argv=None):
     import tensorflow as tf
     import keras
     from datasets.data import Dataset, load_images
-    from learning.evaluator import FIDEvaluator, ensure_dataset_statistics
+    from learning.evaluator import (FIDEvaluator, dataset_stats_path,
+                                    ensure_dataset_statistics)
     from learning.fid import FID
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
-
-    print("config:")
-    print(json.dumps(config.to_dict(), indent=2))
 
     """ 1. Load the dataset """
     images, labels = load_images(config)
     train_set = Dataset(images, labels, seed=config.seed)
     print(f"{train_set.num_examples} images of {images.shape[1:]} "
           f"({images.nbytes / 2**20:.0f} MiB as uint8)")
+    # Name the statistics file now, so that hyperparam.json says which one FID uses.
+    config = config.replace(dataset_stats_path=dataset_stats_path(config, len(images)))
+    print("config:")
+    print(json.dumps(config.to_dict(), indent=2))
 
     """ 2. Model, evaluator, optimizer """
     if config.mixed_precision:

@@ -8,8 +8,7 @@ the nearest valid key, and every value is checked for type and range.
 import dataclasses
 import difflib
 import json
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from learning.errors import UserError
@@ -118,12 +117,9 @@ class Config:
         return d
 
     def save(self, path):
-        """Write the resolved config as JSON, atomically (temporary file, then rename)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        """Write the resolved config as JSON, atomically."""
+        from learning.utils import write_json_atomic
+        write_json_atomic(path, self.to_dict())
 
 
 def parse_set(items):

@@ -113,6 +113,11 @@ class Optimizer(ABC):
         fake_labels = model.sample_labels(self.rng, n) if model.conditional else None
         d_vars = model.discriminator.trainable_variables
         g_vars = model.generator.trainable_variables
+        if self.config.nan_policy == "skip":
+            # A non-finite batch would also poison batch norm's moving averages: keep a copy.
+            moving = model.generator.non_trainable_variables + \
+                model.discriminator.non_trainable_variables
+            saved = [tf.identity(v) for v in moving]
 
         # 1. update D. Real and fake go through D in two calls, so batch norm normalises
         #    each batch on its own statistics, as in the tutorial.
@@ -131,16 +136,27 @@ class Optimizer(ABC):
             with tf.GradientTape() as tape:
                 fake = model.G(z, fake_labels, training=True)
                 g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
-            ok = self._apply(self.optimize_G, tape.gradient(g_loss, g_vars), g_vars, g_loss)
+            ok = self._apply(self.optimize_G, tape.gradient(g_loss, g_vars), g_vars, g_loss,
+                             also=tf.logical_and(d_ok, g_ok))
             g_ok = tf.logical_and(g_ok, ok)
-        return {"d_loss": d_loss, "g_loss": g_loss, "finite": tf.logical_and(d_ok, g_ok)}
-
-    def _apply(self, optimizer, grads, variables, loss):
-        """Apply the gradients; with nan_policy 'skip', only when the loss is finite."""
-        finite = tf.math.is_finite(loss)
+        finite = tf.logical_and(d_ok, g_ok)
         if self.config.nan_policy == "skip":
-            tf.cond(finite, lambda: optimizer.apply_gradients(zip(grads, variables)) or 0,
-                    lambda: 0)
+            def put_back():
+                for v, value in zip(moving, saved):
+                    v.assign(value)
+                return tf.constant(False)
+            tf.cond(finite, lambda: tf.constant(True), put_back)
+        return {"d_loss": d_loss, "g_loss": g_loss, "finite": finite}
+
+    def _apply(self, optimizer, grads, variables, loss, also=True):
+        """Apply the gradients; with nan_policy 'skip', only when the loss is finite and
+        `also` holds (G is not updated against a D whose update was skipped)."""
+        finite = tf.logical_and(tf.math.is_finite(loss), also)
+        if self.config.nan_policy == "skip":
+            def apply():
+                optimizer.apply_gradients(zip(grads, variables))
+                return tf.constant(True)
+            tf.cond(finite, apply, lambda: tf.constant(False))
         else:
             optimizer.apply_gradients(zip(grads, variables))
         return finite
@@ -299,7 +315,7 @@ class MomentumOptimizer(Optimizer):
 
     def _optimize_op(self, mode):
         # epsilon 1e-8 is TF1 AdamOptimizer's default (Keras's is 1e-7).
-        return keras.optimizers.Adam(learning_rate=self.curr_learning_rate,
+        return keras.optimizers.Adam(learning_rate=self.config.init_learning_rate,
                                      beta_1=self.config.momentum, epsilon=1e-8,
                                      name=f"{mode}_adam")
 
@@ -313,6 +329,8 @@ class MomentumOptimizer(Optimizer):
             new_lr = lr * c.learning_rate_decay
             if lr - new_lr > c.eps:
                 self.curr_learning_rate.assign(new_lr)
+                self.optimize_G.learning_rate.assign(new_lr)
+                self.optimize_D.learning_rate.assign(new_lr)
             self.num_bad_epochs.assign(0)
 
 
@@ -354,11 +372,15 @@ class _Prefetcher:
         self._thread.join()
 
 
-def restore_checkpoint(checkpoint, path):
+def restore_checkpoint(checkpoint, path, partial=False):
     """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
-    that says which shapes differ."""
+    that says which shapes differ. `partial`: the checkpoint may hold more (test.py
+    restores the models without their optimizers)."""
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
         first = str(e).strip().splitlines()[0]
         raise UserError(f"checkpoint '{path}' does not fit this model ({first}); was it "

@@ -147,3 +147,56 @@ def write_json_atomic(path, obj):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ latent space
+def z0_sweep(z, n=100, low=-1.0, high=1.0):
+    """n copies of z with z[0] stepping from `low` to `high`, the rest fixed (post 001)."""
+    out = np.repeat(np.asarray(z, np.float32).reshape(1, -1), n, axis=0)
+    out[:, 0] = np.linspace(low, high, n, dtype=np.float32)
+    return out
+
+
+def latent_walk(model, points, steps=16):
+    """Frames (uint8) of a closed walk through `points` of z, `steps` frames per straight
+    leg: the DCGAN paper's "walking in the latent space"."""
+    points = np.asarray(points, np.float32)
+    legs = [interpolate(points[i], points[(i + 1) % len(points)], steps - 2)[:-1]
+            for i in range(len(points))]
+    z = np.concatenate(legs, axis=0)
+    return list(to_uint8(model.generate(z)))
+
+
+def parse_groups(text, n_images, rng):
+    """Three triples of grid indices for vector arithmetic: 'a,b,c;d,e,f;g,h,i' (1-based
+    positions in sample_random.png, row by row), or random ones for 'random'."""
+    from learning.errors import UserError
+    if text == "random":
+        return rng.choice(n_images, size=(3, 3), replace=False).tolist()
+    try:
+        groups = [[int(v) - 1 for v in part.split(",")] for part in text.split(";")]
+    except ValueError:
+        groups = None
+    if (groups is None or len(groups) != 3 or any(len(g) != 3 for g in groups)
+            or any(not 0 <= i < n_images for g in groups for i in g)):
+        raise UserError(f"--arithmetic '{text}': expected three triples of image numbers "
+                        f"1..{n_images} from sample_random.png, e.g. '1,2,3;4,5,6;7,8,9'")
+    return groups
+
+
+def arithmetic_z(z, groups):
+    """The DCGAN paper's vector arithmetic on averaged z: mean(A) - mean(B) + mean(C), each
+    the mean of a triple (one z alone carries too much of its own face)."""
+    a, b, c = (np.asarray(z, np.float32)[g].mean(axis=0) for g in groups)
+    return a - b + c
+
+
+def vector_arithmetic(model, z, groups):
+    """Images for a 4 x 4 grid: rows 1 to 3 are the triples A, B, C and the image of each
+    triple's mean z; row 4 is mean(A), mean(B), mean(C) and the result mean(A) - mean(B)
+    + mean(C)."""
+    z = np.asarray(z, np.float32)
+    means = [z[g].mean(axis=0) for g in groups]
+    rows = [np.concatenate([z[g], m[None]], axis=0) for g, m in zip(groups, means)]
+    rows.append(np.stack(means + [arithmetic_z(z, groups)]))
+    return model.generate(np.concatenate(rows, axis=0))

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning.config import Config
+from learning.errors import UserError
+from models.nn import DCGAN, build_model, conv_depth, discriminator_loss, generator_loss
+
+
+def test_losses_follow_the_label_convention():
+    big = tf.constant([[20.0]])
+    small = tf.constant([[-20.0]])
+    # D right about both: near zero; D wrong about both: about 2 * 20.
+    assert float(discriminator_loss(big, small)) < 1e-6
+    assert float(discriminator_loss(small, big)) == pytest.approx(40.0, rel=1e-3)
+    assert float(generator_loss(big)) < 1e-6
+    assert float(generator_loss(tf.constant([[0.0]]))) == pytest.approx(np.log(2), rel=1e-6)
+    # Label smoothing: with real label 0.9 the best logit is log(9), not +inf.
+    l9 = float(discriminator_loss(tf.constant([[np.log(9.0)]]), small, real_label=0.9))
+    l20 = float(discriminator_loss(big, small, real_label=0.9))
+    assert l9 < l20
+
+
+def test_conv_depth():
+    assert conv_depth(64) == (4, 4) and conv_depth(28) == (2, 7) and conv_depth(32) == (3, 4)
+    with pytest.raises(UserError):
+        conv_depth(50 * 9)
+
+
+def test_tutorial_dcgan_shapes_and_init():
+    m = DCGAN((64, 64, 3), Config())
+    g, d = m.generator, m.discriminator
+    names = [l.name for l in g.layers]
+    assert g.get_layer("layer_1").output.shape[1:] == (4 * 4 * 512,)
+    assert g.get_layer("layer_2_deconv").output.shape[1:] == (8, 8, 256)
+    assert g.get_layer("layer_4_deconv").output.shape[1:] == (32, 32, 64)
+    assert "layer_5_bn" not in names        # no BN on the generator's last layer
+    assert d.get_layer("layer_4_conv").output.shape[1:] == (4, 4, 512)
+    assert "layer_1_bn" not in [l.name for l in d.layers]   # nor on D's first
+    assert d.output.shape[1:] == (1,)
+    k = g.get_layer("layer_3_deconv").kernel.numpy()
+    assert abs(k.std() - 0.02) < 0.002 and abs(k.mean()) < 0.002
+    assert np.all(g.get_layer("layer_3_deconv").bias.numpy() == 0)
+    bn = g.get_layer("layer_2_bn")
+    assert bn.momentum == 0.9 and bn.epsilon == 1e-5
+
+
+def test_generate_batches_and_range():
+    m = build_model(Config(image_size=(28, 28), G_FC_layer_channel=16, G_channel=8,
+                           D_channel=8, z_dim=10), (28, 28, 1))
+    z = np.random.default_rng(0).uniform(-1, 1, (10, 10)).astype(np.float32)
+    out = m.generate(z, batch_size=5)            # N a multiple of the batch: no extra batch
+    assert out.shape == (10, 28, 28, 1) and out.dtype == np.float32
+    assert np.all(np.abs(out) <= 1.0)
+    # Inference mode: an image does not depend on the rest of its batch.
+    np.testing.assert_allclose(m.generate(z[:3], batch_size=3)[0], out[0], atol=1e-5)
+
+
+def test_fc_gan_and_cgan_shapes():
+    c = Config(model="fc_gan", image_size=(28, 28), z_dim=100, G_hidden=(128, 128),
+               D_hidden=(128, 128))
+    m = build_model(c, (28, 28, 1))
+    assert m.generate(np.zeros((3, 100))).shape == (3, 28, 28, 1)
+    assert m.discriminator(np.zeros((3, 28, 28, 1))).shape == (3, 1)
+    cg = build_model(c.replace(model="cgan"), (28, 28, 1))
+    z = np.random.default_rng(1).uniform(-1, 1, (2, 100))
+    a = cg.generate(z, labels=np.array([0, 0]))
+    b = cg.generate(z, labels=np.array([0, 7]))
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    assert np.abs(a[1] - b[1]).max() > 1e-4      # the label changes the image
+    with pytest.raises(ValueError):
+        cg.generate(z)

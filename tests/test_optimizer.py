@@ -1,0 +1,199 @@
+"""The trainer: one step, checkpoints, resume, determinism, non-finite losses."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets.data import Dataset
+from learning import utils
+from learning.errors import UserError
+from learning.evaluator import FIDEvaluator
+from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
+from models.nn import build_model
+
+
+def make_run(config, save_dir, n=40, seed=0):
+    import keras
+    keras.utils.set_random_seed(config.seed)
+    images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    model = build_model(config, (16, 16, 3))
+    return MomentumOptimizer(model, Dataset(images, seed=config.seed), None, config,
+                             str(save_dir))
+
+
+def weights(opt):
+    return [v.numpy().copy() for v in
+            opt.model.generator.variables + opt.model.discriminator.variables]
+
+
+def optimizer_slots(opt):
+    return [v.numpy().copy() for v in opt.optimize_G.variables + opt.optimize_D.variables]
+
+
+def test_step_updates_d_once_and_g_twice(tiny_config, tmp_path):
+    opt = make_run(tiny_config, tmp_path)
+    X = tf.constant(opt.train_set.next_batch(8))
+    out = opt._train_step(X, None)
+    assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
+    assert int(opt.optimize_D.iterations.numpy()) == 1
+    assert int(opt.optimize_G.iterations.numpy()) == 2
+    c1 = tiny_config.replace(g_updates_per_step=1)
+    opt1 = make_run(c1, tmp_path / "one")
+    opt1._train_step(X, None)
+    assert int(opt1.optimize_G.iterations.numpy()) == 1
+
+
+def test_adam_is_built_as_the_tutorial_says(tiny_config, tmp_path):
+    opt = make_run(tiny_config, tmp_path)
+    assert opt.optimize_G.beta_1 == 0.5 and opt.optimize_D.beta_1 == 0.5
+    assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(2e-4)
+
+
+def test_checkpoint_round_trip_is_bit_identical(tiny_config, tmp_path):
+    opt = make_run(tiny_config, tmp_path / "a")
+    opt.train(verbose=False)
+    saved_w, saved_s = weights(opt), optimizer_slots(opt)
+    path = opt.latest.latest_checkpoint
+    other = make_run(tiny_config.replace(seed=5), tmp_path / "b")
+    assert any(not np.array_equal(a, b) for a, b in zip(saved_w, weights(other)))
+    restore_checkpoint(other.checkpoint, path)
+    for a, b in zip(saved_w, weights(other)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(saved_s, optimizer_slots(other)):
+        np.testing.assert_array_equal(a, b)
+    assert int(other.step.numpy()) == 2 * (40 // 8)
+    np.testing.assert_array_equal(other.sample_z.numpy(), opt.sample_z.numpy())
+
+
+def test_resume_continues_step_count_and_stream(tiny_config, tmp_path):
+    """Two epochs, then two more on resume, equal four epochs in one go."""
+    c2, c4 = tiny_config.replace(num_epochs=2), tiny_config.replace(num_epochs=4)
+    first = make_run(c2, tmp_path / "resumed")
+    first.train(verbose=False)
+    resumed = make_run(c4, tmp_path / "resumed")
+    result = resumed.train(verbose=False)
+    assert result["step"] == 4 * 5 and result["epoch"] == 4
+    straight = make_run(c4, tmp_path / "straight")
+    straight.train(verbose=False)
+    for a, b in zip(weights(resumed), weights(straight)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    lines = utils.read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl"))
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    steps = [r["step"] for r in utils.read_jsonl(str(tmp_path / "resumed" / "losses.jsonl"))]
+    assert steps == list(range(1, 21))
+
+
+def test_repair_drops_half_line_and_redone_epoch(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
+    kept = utils.repair_jsonl(str(p), lambda r: r["epoch"] <= 2)
+    assert kept == [{"epoch": 1}, {"epoch": 2}]
+    assert p.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_same_seed_same_losses(tiny_config, tmp_path):
+    """With op determinism on CPU, the first 20 steps repeat exactly."""
+    tf.config.experimental.enable_op_determinism()
+    try:
+        def losses(d):
+            opt = make_run(tiny_config, tmp_path / d)
+            out = []
+            for _ in range(20):
+                X = tf.constant(opt.train_set.next_batch(8))
+                r = opt._train_step(X, None)
+                out.append((float(r["d_loss"]), float(r["g_loss"])))
+            return out
+        a, b = losses("a"), losses("b")
+        assert a == b
+        c = make_run(tiny_config.replace(seed=1), tmp_path / "c")
+        X = tf.constant(c.train_set.next_batch(8))
+        assert float(c._train_step(X, None)["d_loss"]) != a[0][0]
+    finally:
+        tf.config.experimental.enable_op_determinism.__globals__  # noqa: B018
+        os.environ.pop("TF_DETERMINISTIC_OPS", None)
+
+
+def test_nan_stops_without_overwriting(tiny_config, tmp_path):
+    opt = make_run(tiny_config.replace(num_epochs=1), tmp_path)
+    opt.train(verbose=False)
+    good = opt.latest.latest_checkpoint
+    before = weights(opt)
+    # Poison the data: a NaN image makes D's loss NaN at the next step.
+    bad = make_run(tiny_config.replace(num_epochs=2), tmp_path)
+    bad.train_set._images = np.full((40, 16, 16, 3), np.nan, np.float32)
+    with pytest.raises(TrainingDiverged, match="non-finite loss.*nothing saved"):
+        bad.train(verbose=False)
+    assert bad.latest.latest_checkpoint == good
+    check = make_run(tiny_config, tmp_path / "check")
+    restore_checkpoint(check.checkpoint, good)
+    for a, b in zip(before, weights(check)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_skip_leaves_weights_alone(tiny_config, tmp_path):
+    opt = make_run(tiny_config.replace(nan_policy="skip"), tmp_path)
+    before = weights(opt)
+    X = tf.constant(np.full((8, 16, 16, 3), np.nan, np.float32))
+    out = opt._train_step(X, None)
+    assert not bool(out["finite"])
+    # Neither the weights nor batch norm's moving averages took the NaN batch.
+    for a, b in zip(before, weights(opt)):
+        np.testing.assert_array_equal(a, b)
+    assert int(opt.optimize_D.iterations.numpy()) == 0
+    # A good batch afterwards trains as usual.
+    out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    assert bool(out["finite"]) and int(opt.optimize_D.iterations.numpy()) == 1
+
+
+class FakeEvaluator(FIDEvaluator):
+    """Scores from a list, to test the best-checkpoint rules without Inception."""
+    def __init__(self, scores):
+        super().__init__(fid=None)
+        self.scores = list(scores)
+
+    def score(self, model, **kwargs):
+        return self.scores.pop(0)
+
+
+def test_best_never_replaced_by_worse_or_nonfinite(tiny_config, tmp_path):
+    c = tiny_config.replace(num_epochs=4, eval_every=1)
+    opt = make_run(c, tmp_path)
+    opt.evaluator = FakeEvaluator([50.0, 40.0, float("inf"), 45.0])
+    opt.best_score.assign(opt.evaluator.worst_score)
+    opt.train(verbose=False)
+    best = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert best["epoch"] == 2 and best["score"] == 40.0
+    assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("best-2")
+    metrics = utils.read_jsonl(str(tmp_path / "metrics.jsonl"))
+    assert [m["fid"] for m in metrics] == [50.0, 40.0, float("inf"), 45.0]
+
+
+def test_learning_rate_decays_after_patience(tiny_config, tmp_path):
+    c = tiny_config.replace(num_epochs=4, eval_every=1, learning_rate_patience=1,
+                            learning_rate_decay=0.5)
+    opt = make_run(c, tmp_path)
+    opt.evaluator = FakeEvaluator([50.0, 60.0, 60.0, 60.0])
+    opt.train(verbose=False)
+    lrs = [m["learning_rate"] for m in utils.read_jsonl(str(tmp_path / "metrics.jsonl"))]
+    # bad epochs: 0, 1, 2 (> patience: decay, reset), 1
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
+    assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
+
+
+def test_checkpoint_of_other_architecture_is_named(tiny_config, tmp_path):
+    opt = make_run(tiny_config.replace(num_epochs=1), tmp_path)
+    opt.train(verbose=False)
+    wide = make_run(tiny_config.replace(G_channel=16), tmp_path / "w")
+    with pytest.raises(UserError, match="does not fit this model.*shape"):
+        restore_checkpoint(wide.checkpoint, opt.latest.latest_checkpoint)
+
+
+def test_keep_checkpoints_bounds_disk(tiny_config, tmp_path):
+    opt = make_run(tiny_config.replace(num_epochs=4, keep_checkpoints=2), tmp_path)
+    opt.train(verbose=False)
+    kept = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints")).all_model_checkpoint_paths
+    assert [os.path.basename(p) for p in kept] == ["ckpt-3", "ckpt-4"]
+    assert os.path.exists(tmp_path / "training.gif")
+    assert os.path.exists(tmp_path / "learning_curve.png")
