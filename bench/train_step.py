@@ -1,0 +1,111 @@
+"""Training-step speed: `python bench/train_step.py [--model dcgan] [--batch-size 64]
+[--steps N] [--torch-python PY]`.
+
+Times the tutorial's FFHQ step (1 D + 2 G updates, 64x64, batch 64) through the trainer
+that train.py uses, fed by Dataset.next_batch, on random images already in memory:
+  step_ms           median of N calls of the trainer's tf.function step alone
+  loop_step_ms      the same steps through the training loop (next_batch in a prefetch
+                    thread, losses fetched, progress bar, TensorBoard), per step
+  loop_overhead     loop_step_ms / step_ms - 1 (target: under 5%)
+With --torch-python, the same network and step in PyTorch (bench/torch_reference.py) runs
+in the same session as the reference, and `vs_torch` is our images/s over its images/s.
+The last line is JSON.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from datasets.data import Dataset  # noqa: E402
+from learning.config import Config  # noqa: E402
+from learning.optimizer import MomentumOptimizer  # noqa: E402
+from models.nn import build_model  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="dcgan")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="hyperparameters, e.g. jit_compile=true mixed_precision=\"bfloat16\"")
+    p.add_argument("--torch-python", default=None,
+                   help="a Python with torch, to run the PyTorch reference in the same run")
+    return p.parse_args()
+
+
+def device_name():
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def main():
+    from learning.config import parse_set
+    args = parse_args()
+    s = args.image_size
+    config = Config.from_dict({**Config(model=args.model, image_size=(s, s),
+                                        batch_size=args.batch_size, eval_every=0,
+                                        sample_every=0).to_dict(), **parse_set(args.set)})
+    if config.mixed_precision:
+        import keras
+        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    images = np.random.default_rng(0).integers(0, 256, (1024, s, s, 3), dtype=np.uint8)
+    train_set = Dataset(images, seed=0)
+    with tempfile.TemporaryDirectory() as save_dir:
+        model = build_model(config, (s, s, 3))
+        trainer = MomentumOptimizer(model, train_set, None, config, save_dir)
+        batches = [tf.constant(train_set.next_batch(args.batch_size))
+                   for _ in range(args.steps + args.warmup)]
+        for X in batches[:args.warmup]:
+            float(trainer._train_step(X, None)["d_loss"])
+        times = []
+        for X in batches[args.warmup:]:
+            t = time.perf_counter()
+            float(trainer._train_step(X, None)["d_loss"])
+            times.append(time.perf_counter() - t)
+        step_ms = statistics.median(times) * 1000
+
+        # The loop as train.py runs it, over the same number of steps.
+        trainer.steps_per_epoch = args.steps
+        writer = tf.summary.create_file_writer(os.path.join(save_dir, "logs"))
+        t = time.perf_counter()
+        trainer._run_epoch(1, writer, verbose=True)
+        loop_step_ms = (time.perf_counter() - t) / args.steps * 1000
+
+    result = {"bench": "train_step", "model": args.model, "batch_size": args.batch_size,
+              "image_size": s, "device": device_name(), "tf": tf.__version__,
+              "settings": parse_set(args.set), "step_ms": round(step_ms, 2),
+              "images_per_sec": round(args.batch_size / step_ms * 1000, 2),
+              "loop_step_ms": round(loop_step_ms, 2),
+              "loop_overhead": round(loop_step_ms / step_ms - 1, 4)}
+    print(f"trainer step: {step_ms:.1f} ms ({result['images_per_sec']} images/s); "
+          f"through the loop {loop_step_ms:.1f} ms per step")
+    if args.torch_python:
+        ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+        out = subprocess.run([args.torch_python, ref, "--batch-size", str(args.batch_size),
+                              "--steps", str(args.steps)], capture_output=True, text=True,
+                             check=True)
+        torch_result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["torch_images_per_sec"] = round(torch_result["images_per_sec"], 2)
+        result["vs_torch"] = round(result["images_per_sec"] / torch_result["images_per_sec"], 3)
+        print(f"PyTorch reference: {torch_result['images_per_sec']:.1f} images/s; "
+              f"ours / PyTorch = {result['vs_torch']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

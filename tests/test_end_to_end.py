@@ -1,0 +1,159 @@
+"""train.py and test.py as a user runs them: subprocesses on a tiny folder of images."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_size": 8,
+        "z_dim": 8, "G_FC_layer_channel": 16, "G_channel": 8, "D_channel": 8,
+        "sample_H": 2, "sample_W": 3, "batch_size_eval": 8, "eval_sample_size": 8,
+        "stats_sample_size": 16, "keep_checkpoints": 2}
+
+
+def run(script, *args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """48 small RGB images in two subfolders, FFHQ-style."""
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        sub = tmp_path / "images" / f"{i // 24 * 1000:05d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        yy, xx = np.mgrid[:24, :24]
+        img = np.stack([(xx * 10 + i) % 256, (yy * 10) % 256,
+                        np.full((24, 24), rng.integers(256))], -1).astype(np.uint8)
+        Image.fromarray(img).save(sub / f"{i:05d}.png")
+    return str(tmp_path / "images")
+
+
+def write_config(tmp_path, **changes):
+    path = tmp_path / f"tiny{len(list(tmp_path.glob('tiny*.json')))}.json"
+    path.write_text(json.dumps({**TINY, **changes}))
+    return str(path)
+
+
+def test_train_then_test(tmp_path, image_folder):
+    cfg = write_config(tmp_path, num_epochs=2, eval_every=1, crop_size=20,
+                       dataset_stats_path=str(tmp_path / "stats.npz"))
+    save = str(tmp_path / "run")
+    r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
+            "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starting fresh" in r.stdout
+    for name in ("hyperparam.json", "metrics.jsonl", "losses.jsonl", "learning_curve.png",
+                 "learning_curve.svg", "training.gif", "sample_image_6.png",
+                 "sample_image_12.png"):
+        assert os.path.exists(os.path.join(save, name)), name
+    hp = json.load(open(os.path.join(save, "hyperparam.json")))
+    assert hp["data_dir"] == image_folder and hp["crop_size"] == 20
+    metrics = [json.loads(l) for l in open(os.path.join(save, "metrics.jsonl"))]
+    assert [m["epoch"] for m in metrics] == [1, 2] and [m["step"] for m in metrics] == [6, 12]
+    assert all(m["fid"] > 0 and m["n_samples"] == 8 for m in metrics)
+    assert os.path.exists(tmp_path / "stats.npz")
+    os.listdir(os.path.join(save, "logs"))   # TensorBoard event files
+    # The sample grid: 2 x 3 tiles of 16x16 with 2-pixel gaps.
+    assert np.asarray(Image.open(os.path.join(save, "sample_image_12.png"))).shape == (34, 52, 3)
+
+    r = run("test.py", "--save-dir", save, "--n-samples", "8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"FID: \d+\.\d+", last), last
+    assert np.asarray(Image.open(os.path.join(save, "interpolate.png"))).shape == (16, 11 * 18 - 2, 3)
+    assert np.asarray(Image.open(os.path.join(save, "sample_random.png"))).shape == (34, 52, 3)
+
+    # Running train.py again on a finished run resumes and has nothing left to do.
+    r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
+            "--quiet")
+    assert r.returncode == 0 and "resumed at epoch 2, step 12" in r.stdout
+
+
+def test_kill_9_then_resume(tmp_path, image_folder):
+    """A run killed mid-epoch resumes at its last saved epoch with the same step count,
+    and metrics.jsonl ends with each epoch once."""
+    cfg = write_config(tmp_path, num_epochs=40, eval_every=0, sample_every=0,
+                       steps_per_epoch=6)
+    save = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "--config", cfg, "--data-dir",
+            image_folder, "--save-dir", str(save), "--quiet"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    state = save / "checkpoints" / "checkpoint"
+    while time.time() < deadline:
+        if state.exists() and "ckpt-3" in state.read_text():
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside a later epoch, or inside a write
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    text = state.read_text()
+    saved = max(int(n) for n in re.findall(r"ckpt-(\d+)", text))
+    assert 3 <= saved < 40
+
+    r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", str(save),
+            "--quiet", "--set", "num_epochs=" + str(saved + 2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed at epoch {saved}, step {saved * 6}" in r.stdout
+    metrics = [json.loads(l) for l in open(save / "metrics.jsonl")]
+    assert [m["epoch"] for m in metrics] == list(range(1, saved + 3))
+    assert [m["step"] for m in metrics] == [6 * e for e in range(1, saved + 3)]
+    steps = [json.loads(l)["step"] for l in open(save / "losses.jsonl")]
+    assert steps == list(range(1, 6 * (saved + 2) + 1))
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, image_folder):
+    cases = [
+        (["train.py", "--config", write_config(tmp_path, batchsize=3)],
+         "unknown hyperparameter 'batchsize'; did you mean 'batch_size'"),
+        (["train.py", "--config", write_config(tmp_path), "--data-dir", str(tmp_path / "nope")],
+         "does not exist"),
+        (["train.py", "--config", write_config(tmp_path), "--data-dir", image_folder,
+          "--set", "G_channel=-1"], "'G_channel' = -1"),
+        (["test.py", "--save-dir", str(tmp_path)], "hyperparam.json"),
+    ]
+    for args, msg in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], lines
+
+
+def test_test_py_without_checkpoint(tmp_path):
+    save = tmp_path / "run"
+    save.mkdir()
+    (save / "hyperparam.json").write_text(json.dumps(TINY))
+    r = run("test.py", "--save-dir", str(save))
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unwritable_save_dir(tmp_path, image_folder):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run("train.py", "--config", write_config(tmp_path, num_epochs=1, eval_every=0),
+            "--data-dir", image_folder, "--save-dir", str(blocker / "run"))
+    assert r.returncode == 2 and "cannot be written" in r.stderr
+
+
+def test_resume_with_other_architecture_refused(tmp_path, image_folder):
+    cfg = write_config(tmp_path, num_epochs=1, eval_every=0)
+    save = str(tmp_path / "run")
+    assert run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
+               "--quiet").returncode == 0
+    r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
+            "--set", "G_channel=16")
+    assert r.returncode == 2 and "G_channel=8, not 16" in r.stderr
+    ckpts = sorted(os.listdir(os.path.join(save, "checkpoints")))
+    assert any(c.startswith("ckpt-1") for c in ckpts)
