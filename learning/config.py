@@ -57,6 +57,8 @@ class Config:
     eval_every: int = 1                   # epochs between FID evaluations; 0: never
     sample_every: int = 1                 # epochs between sample grids
     g_updates_per_step: int = 2           # the tutorial updates G twice per D update
+    d_separate_updates: bool = False      # True: D steps on a fake-only, then a real-only
+                                          # batch (the MNIST slides); False: one step on both
     stats_sample_size: int = 10000        # real images behind the dataset statistics
     keep_checkpoints: int = 3             # latest checkpoints kept, besides the best
     nan_policy: str = "stop"              # non-finite loss: 'stop', or 'skip' the step
@@ -206,7 +208,8 @@ def _validate(c):
     _choice("nan_policy", c.nan_policy, NAN_POLICIES)
     _choice("z_distribution", c.z_distribution, Z_DISTRIBUTIONS)
     _choice("mixed_precision", c.mixed_precision, MIXED_PRECISION)
-    _check_type("jit_compile", c.jit_compile, (bool,), what="true or false")
+    for k in ["jit_compile", "d_separate_updates"]:
+        _check_type(k, getattr(c, k), (bool,), what="true or false")
     if c.image_size is not None:
         if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 4

@@ -121,12 +121,15 @@ class Optimizer(ABC):
 
         # 1. update D. Real and fake go through D in two calls, so batch norm normalises
         #    each batch on its own statistics, as in the tutorial.
-        with tf.GradientTape() as tape:
-            fake = model.G(z, fake_labels, training=True)
-            real_logits = model.D(X, labels, training=True)
-            fake_logits = model.D(fake, fake_labels, training=True)
-            d_loss = model.discriminator_loss(real_logits, fake_logits)
-        d_ok = self._apply(self.optimize_D, tape.gradient(d_loss, d_vars), d_vars, d_loss)
+        if self.config.d_separate_updates:
+            d_loss, d_ok = self._separate_d_updates(X, labels, z, fake_labels, d_vars)
+        else:
+            with tf.GradientTape() as tape:
+                fake = model.G(z, fake_labels, training=True)
+                real_logits = model.D(X, labels, training=True)
+                fake_logits = model.D(fake, fake_labels, training=True)
+                d_loss = model.discriminator_loss(real_logits, fake_logits)
+            d_ok = self._apply(self.optimize_D, tape.gradient(d_loss, d_vars), d_vars, d_loss)
 
         # 2. update G (twice by default, same z): the tutorial's remedy for D learning
         #    faster than G and its loss going to zero; the DCGAN paper updates G once.
@@ -147,6 +150,23 @@ class Optimizer(ABC):
                 return tf.constant(False)
             tf.cond(finite, lambda: tf.constant(True), put_back)
         return {"d_loss": d_loss, "g_loss": g_loss, "finite": finite}
+
+    def _separate_d_updates(self, X, labels, z, fake_labels, d_vars):
+        """The MNIST slides' D training: one update on a fake-only minibatch, then one on a
+        real-only minibatch. Returns the summed loss and whether both were finite."""
+        model = self.model
+        fake = model.G(z, fake_labels, training=True)
+        with tf.GradientTape() as tape:
+            fake_logits = model.D(fake, fake_labels, training=True)
+            loss_fake = model.d_loss_fake(fake_logits)
+        ok_fake = self._apply(self.optimize_D, tape.gradient(loss_fake, d_vars), d_vars,
+                              loss_fake)
+        with tf.GradientTape() as tape:
+            real_logits = model.D(X, labels, training=True)
+            loss_real = model.d_loss_real(real_logits)
+        ok_real = self._apply(self.optimize_D, tape.gradient(loss_real, d_vars), d_vars,
+                              loss_real, also=ok_fake)
+        return loss_fake + loss_real, tf.logical_and(ok_fake, ok_real)
 
     def _apply(self, optimizer, grads, variables, loss, also=True):
         """Apply the gradients; with nan_policy 'skip', only when the loss is finite and

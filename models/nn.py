@@ -18,23 +18,23 @@ from models.layers import (batch_normalization, conv_bn_lrelu, deconv_bn_relu, f
 
 
 # ------------------------------------------------------------------ losses
+def sigmoid_cross_entropy(logits, label):
+    """Mean sigmoid cross-entropy of logits (not probabilities) against one target label."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), label), logits=logits))
+
+
 def discriminator_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
-    """Sigmoid cross-entropy on D's logits (not probabilities): real images are labelled
-    `real_label` (1, or 0.9 with label smoothing), generated ones `fake_label` (0)."""
-    real_logits = tf.cast(real_logits, tf.float32)
-    fake_logits = tf.cast(fake_logits, tf.float32)
-    loss_real = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.fill(tf.shape(real_logits), real_label), logits=real_logits))
-    loss_fake = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.fill(tf.shape(fake_logits), fake_label), logits=fake_logits))
-    return loss_real + loss_fake
+    """D's loss: real images are labelled `real_label` (1, or 0.9 with label smoothing),
+    generated ones `fake_label` (0)."""
+    return (sigmoid_cross_entropy(real_logits, real_label)
+            + sigmoid_cross_entropy(fake_logits, fake_label))
 
 
 def generator_loss(fake_logits):
     """The non-saturating generator loss: G wants D to call its images real (label 1)."""
-    fake_logits = tf.cast(fake_logits, tf.float32)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.ones_like(fake_logits), logits=fake_logits))
+    return sigmoid_cross_entropy(fake_logits, 1.0)
 
 
 # ------------------------------------------------------------------ base
@@ -92,9 +92,13 @@ class GAN(ABC):
         return rng.uniform([n], 0, self.num_classes, dtype=tf.int32)
 
     def discriminator_loss(self, real_logits, fake_logits):
-        return discriminator_loss(real_logits, fake_logits,
-                                  real_label=1.0 - self.config.label_smoothing,
-                                  fake_label=self.config.fake_label_smoothing)
+        return self.d_loss_real(real_logits) + self.d_loss_fake(fake_logits)
+
+    def d_loss_real(self, real_logits):
+        return sigmoid_cross_entropy(real_logits, 1.0 - self.config.label_smoothing)
+
+    def d_loss_fake(self, fake_logits):
+        return sigmoid_cross_entropy(fake_logits, self.config.fake_label_smoothing)
 
     def generator_loss(self, fake_logits):
         return generator_loss(fake_logits)
@@ -235,7 +239,8 @@ class FCGAN(GAN):
 # ------------------------------------------------------------------ CGAN
 class CGAN(GAN):
     """The conditional GAN of post 002: the one-hot label is concatenated to z, and to
-    D's flattened input; dense layers each side (sizes from `G_hidden`, `D_hidden`)."""
+    D's flattened input; four dense layers each side (hidden sizes from `G_hidden`,
+    `D_hidden`; the post does not give them), ReLU in G, leaky ReLU 0.2 in D."""
     conditional = True
 
     def G(self, z, labels=None, training=False):
@@ -250,7 +255,8 @@ class CGAN(GAN):
         y = keras.Input((self.num_classes,), name="label_one_hot")
         x = layers.Concatenate(name="z_label")([z, y])
         for i, units in enumerate(c.G_hidden):
-            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+            # The post's generator uses plain ReLU (its discriminator the leaky one).
+            x = fc_bn_lrelu(x, units, alpha=0.0, bn=False, name=f"layer_{i + 1}")
         x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}")
         x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
         x = layers.Reshape(self.input_shape, name="image")(x)

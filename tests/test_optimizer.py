@@ -197,3 +197,12 @@ def test_keep_checkpoints_bounds_disk(tiny_config, tmp_path):
     assert [os.path.basename(p) for p in kept] == ["ckpt-3", "ckpt-4"]
     assert os.path.exists(tmp_path / "training.gif")
     assert os.path.exists(tmp_path / "learning_curve.png")
+
+
+def test_separate_d_updates_step_d_twice(tiny_config, tmp_path):
+    """The MNIST slides: D steps on a fake-only, then a real-only minibatch."""
+    opt = make_run(tiny_config.replace(d_separate_updates=True), tmp_path)
+    out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    assert int(opt.optimize_D.iterations.numpy()) == 2
+    assert int(opt.optimize_G.iterations.numpy()) == 2
+    assert np.isfinite(float(out["d_loss"]))
