@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from learning import utils
+from learning.errors import UserError
+
+
+def test_interpolate_includes_both_ends():
+    v1, v2 = np.zeros(4), np.full(4, 10.0)
+    z = utils.interpolate(v1, v2, 9)
+    assert z.shape == (11, 4)
+    np.testing.assert_allclose(z[0], v1)
+    np.testing.assert_allclose(z[-1], v2)
+    np.testing.assert_allclose(z[:, 0], np.arange(11), atol=1e-5)
+
+
+def test_image_grid_places_images_row_by_row():
+    imgs = np.stack([np.full((2, 3, 1), v) for v in np.linspace(-1, 1, 6)]).astype(np.float32)
+    grid = utils.image_grid(imgs, 2, 3, pad=1)
+    assert grid.shape == (2 * 3 - 1, 3 * 4 - 1)
+    assert grid[0, 0] == 0 and grid[0, 4] == round((-1 + 0.4 + 1) * 127.5)
+    assert grid[3, 0] == round((0.2 + 1) * 127.5) and grid[-1, -1] == 255
+    assert grid[2, 0] == 255  # the gap between rows is white
+    with pytest.raises(ValueError):
+        utils.image_grid(imgs, 2, 2)
+
+
+def test_to_uint8_handles_range_and_nan():
+    out = utils.to_uint8(np.array([-1.0, 0.0, 1.0, 2.0, np.nan]))
+    assert out.tolist() == [0, 128, 255, 255, 0]
+
+
+def test_z0_sweep_varies_only_z0():
+    z = np.random.default_rng(0).standard_normal(100).astype(np.float32)
+    sweep = utils.z0_sweep(z, 100)
+    assert sweep.shape == (100, 100)
+    np.testing.assert_allclose(sweep[:, 0], np.linspace(-1, 1, 100), atol=1e-6)
+    np.testing.assert_array_equal(sweep[:, 1:], np.tile(z[1:], (100, 1)))
+
+
+def test_arithmetic_uses_means_of_three():
+    z = np.arange(30, dtype=np.float32).reshape(10, 3)
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7, 9]]
+    expected = z[[0, 1, 2]].mean(0) - z[[3, 4, 5]].mean(0) + z[[6, 7, 9]].mean(0)
+    np.testing.assert_allclose(utils.arithmetic_z(z, groups), expected)
+    # Not the arithmetic of single vectors.
+    assert not np.allclose(utils.arithmetic_z(z, groups), z[0] - z[3] + z[6])
+
+
+def test_parse_groups():
+    rng = np.random.default_rng(0)
+    assert utils.parse_groups("1,2,3;4,5,6;7,8,9", 20, rng) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    random = utils.parse_groups("random", 20, rng)
+    assert len({i for g in random for i in g}) == 9
+    for bad in ("1,2;3,4,5;6,7,8", "1,2,3;4,5,6", "0,1,2;3,4,5;6,7,8", "a,b,c;1,2,3;4,5,6"):
+        with pytest.raises(UserError, match="three triples"):
+            utils.parse_groups(bad, 20, rng)
+
+
+def test_vector_arithmetic_grid_has_the_result_last():
+    class Echo:  # a "generator" that returns its z as a 1x1 image, to see the layout
+        def generate(self, z):
+            return np.asarray(z)[:, None, None, :1]
+    z = np.arange(20, dtype=np.float32)[:, None].repeat(2, 1)
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    out = utils.vector_arithmetic(Echo(), z, groups)[:, 0, 0, 0]
+    assert out.tolist() == [0, 1, 2, 1, 3, 4, 5, 4, 6, 7, 8, 7, 1, 4, 7, 1 - 4 + 7]
+
+
+def test_jsonl_round_trip_and_half_line(tmp_path):
+    p = str(tmp_path / "m.jsonl")
+    utils.append_jsonl(p, {"epoch": 1})
+    utils.append_jsonl(p, [{"epoch": 2}, {"epoch": 3}])
+    with open(p, "a") as f:
+        f.write('{"epoch": 4, "fi')
+    assert [r["epoch"] for r in utils.read_jsonl(p)] == [1, 2, 3]
+
+
+def test_learning_curve_files(tmp_path):
+    losses = [{"step": i, "d_loss": 1.0 / i, "g_loss": 2.0} for i in range(1, 20)]
+    metrics = [{"epoch": 1, "fid": 50.0, "n_samples": 100}, {"epoch": 2, "fid": None}]
+    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "learning_curve.svg").exists()
