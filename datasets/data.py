@@ -83,6 +83,16 @@ def _to_rgb(im):
     return im
 
 
+def read_image(path):
+    """One image file as it is, uint8 (H, W, 3) RGB (FID of a folder uses its images so)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(_to_rgb(im))
+    except _DECODE_ERRORS as e:
+        raise UserError(f"cannot read image '{path}' ({e}): remove or replace it") from None
+
+
 def _crop_box(path, width, height, crop_size):
     """The centre square of side `crop_size`, as PIL's (left, top, right, bottom)."""
     if width < crop_size or height < crop_size:

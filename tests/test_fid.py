@@ -380,6 +380,7 @@ def test_cli_user_error_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     # TensorFlow may log at import; our message is one line, the last.
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert error_lines == [f"error: image folder '{tmp_path / 'missing'}' does not exist"]
+    assert len(error_lines) == 1
+    assert f"'{tmp_path / 'missing'}' does not exist" in error_lines[0]
     assert result.stderr.strip().splitlines()[-1] == error_lines[0]
     assert result.stdout == ""
