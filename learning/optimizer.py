@@ -245,7 +245,8 @@ class Optimizer(ABC):
                              os.path.join(self.save_dir, "training.gif"))
         seconds = time.time() - start_time
         print(f"Total training time(sec): {seconds:.1f}")
-        print(f"Best evaluation score: {float(self.best_score.numpy()):.4f}")
+        if self.evaluator is not None and self.config.eval_every:
+            print(f"Best evaluation score: {float(self.best_score.numpy()):.4f}")
         return {"best_score": float(self.best_score.numpy()), "step": int(self.step.numpy()),
                 "epoch": int(self.curr_epoch.numpy()), "seconds": seconds, "gif": gif,
                 "skipped_steps": int(self.skipped_steps.numpy())}
