@@ -90,6 +90,9 @@ def plot_learning_curve(losses, metrics, save_dir):
         bottom.plot([m["epoch"] for m in scored], [m["fid"] for m in scored], "o-",
                     color="tab:red", label=f"FID ({scored[-1].get('n_samples')} samples)")
         bottom.legend(loc="upper right")
+    else:
+        bottom.text(0.5, 0.5, "no FID evaluated in this run (eval_every)", ha="center",
+                    va="center", transform=bottom.transAxes, color="gray")
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("FID")
     fig.tight_layout()

@@ -206,3 +206,48 @@ def test_separate_d_updates_step_d_twice(tiny_config, tmp_path):
     assert int(opt.optimize_D.iterations.numpy()) == 2
     assert int(opt.optimize_G.iterations.numpy()) == 2
     assert np.isfinite(float(out["d_loss"]))
+
+
+def test_sample_every_thins_the_grids(tiny_config, tmp_path):
+    opt = make_run(tiny_config.replace(num_epochs=5, sample_every=2), tmp_path)
+    opt.train(verbose=False)
+    grids = sorted(p.name for p in tmp_path.glob("sample_image_*.png"))
+    # every second epoch (5 steps each), and always the last
+    assert grids == ["sample_image_10.png", "sample_image_20.png", "sample_image_25.png"]
+
+
+class _StubFID:
+    """A stand-in for learning.fid.FID in this unit test only: its "features" are the
+    images' mean pixel, repeated. It lets the evaluator's own logic be checked without
+    the Inception network (which test_fid.py and test_end_to_end.py run for real)."""
+    class inception:
+        @staticmethod
+        @tf.function
+        def extract(images):
+            m = tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
+            return tf.tile(m, [1, 4]) + tf.random.normal([tf.shape(images)[0], 4])
+
+    def __init__(self):
+        self.count = 0
+
+    def reset_FID(self):
+        self.count = 0
+
+    def add_features(self, f):
+        self.count += len(f)
+
+    def calculate_FID(self):
+        return float(self.count)
+
+
+def test_fid_evaluator_counts_samples_and_rejects_nonfinite(tiny_config):
+    model = build_model(tiny_config, (16, 16, 3))
+    ev = FIDEvaluator(_StubFID(), eval_sample_size=20, batch_size_eval=8)
+    assert ev.score(model) == 20.0          # batches of 8, 8, 4
+    assert ev.worst_score == 1000.0 and ev.mode == "min"
+    assert ev.is_better(99.0, 100.0) and not ev.is_better(99.995, 100.0)
+    assert not ev.is_better(float("inf"), 1000.0) and not ev.is_better(float("nan"), 1000.0)
+    # A generator that outputs NaN scores inf: never "better".
+    for v in model.generator.trainable_variables:
+        v.assign(tf.fill(v.shape, np.nan))
+    assert ev.score(model) == float("inf")
