@@ -64,6 +64,11 @@ def main(argv=None):
     if not os.path.exists(hp_path):
         raise UserError(f"'{hp_path}' not found: --save-dir must be a folder train.py wrote")
     config = Config.from_json(hp_path)
+    if not args.checkpoint and not any(
+            os.path.exists(os.path.join(args.save_dir, sub, "checkpoint"))
+            for sub in ("best", "checkpoints")):
+        raise UserError(f"no checkpoint in '{args.save_dir}' (looked in best/ and "
+                        "checkpoints/): train first with `python train.py --save-dir DIR`")
     if args.weights:
         config = config.replace(inception_path=args.weights)
 

@@ -82,21 +82,23 @@ def main(argv=None):
     config = resolve_config(args)
     name = os.path.splitext(os.path.basename(args.config))[0]
     save_dir = args.save_dir or os.path.join("runs", name)
+    if not args.dry_run:
+        check_save_dir(save_dir, config)
 
-    # Heavy imports after the arguments are checked: a typo fails in a second.
-    import keras
+    """ 1. Load the dataset (before TensorFlow loads: a wrong folder fails in a second) """
     from datasets.data import Dataset, load_images
+    images, labels = load_images(config)
+    train_set = Dataset(images, labels, seed=config.seed)
+    print(f"{train_set.num_examples} images of {images.shape[1:]} "
+          f"({images.nbytes / 2**20:.0f} MiB as uint8)")
+
+    import keras
     from learning.evaluator import (FIDEvaluator, dataset_stats_path,
                                     ensure_dataset_statistics)
     from learning.fid import FID
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
 
-    """ 1. Load the dataset """
-    images, labels = load_images(config)
-    train_set = Dataset(images, labels, seed=config.seed)
-    print(f"{train_set.num_examples} images of {images.shape[1:]} "
-          f"({images.nbytes / 2**20:.0f} MiB as uint8)")
     # Name the statistics file now, so that hyperparam.json says which one FID uses.
     config = config.replace(dataset_stats_path=dataset_stats_path(config, len(images)))
     print("config:")
@@ -113,7 +115,6 @@ def main(argv=None):
         print(f"dry run: would train into {save_dir}; nothing written")
         return 0
 
-    check_save_dir(save_dir, config)
     config.save(os.path.join(save_dir, "hyperparam.json"))
 
     evaluator = None
