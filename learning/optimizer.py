@@ -129,7 +129,8 @@ class Optimizer(ABC):
                 real_logits = model.D(X, labels, training=True)
                 fake_logits = model.D(fake, fake_labels, training=True)
                 d_loss = model.discriminator_loss(real_logits, fake_logits)
-            d_ok = self._apply(self.optimize_D, tape.gradient(d_loss, d_vars), d_vars, d_loss)
+                scaled = self.optimize_D.scale_loss(d_loss)  # loss scaling for float16
+            d_ok = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars, d_loss)
 
         # 2. update G (twice by default, same z): the tutorial's remedy for D learning
         #    faster than G and its loss going to zero; the DCGAN paper updates G once.
@@ -139,7 +140,8 @@ class Optimizer(ABC):
             with tf.GradientTape() as tape:
                 fake = model.G(z, fake_labels, training=True)
                 g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
-            ok = self._apply(self.optimize_G, tape.gradient(g_loss, g_vars), g_vars, g_loss,
+                scaled = self.optimize_G.scale_loss(g_loss)
+            ok = self._apply(self.optimize_G, tape.gradient(scaled, g_vars), g_vars, g_loss,
                              also=tf.logical_and(d_ok, g_ok))
             g_ok = tf.logical_and(g_ok, ok)
         finite = tf.logical_and(d_ok, g_ok)
@@ -159,12 +161,14 @@ class Optimizer(ABC):
         with tf.GradientTape() as tape:
             fake_logits = model.D(fake, fake_labels, training=True)
             loss_fake = model.d_loss_fake(fake_logits)
-        ok_fake = self._apply(self.optimize_D, tape.gradient(loss_fake, d_vars), d_vars,
+            scaled = self.optimize_D.scale_loss(loss_fake)
+        ok_fake = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars,
                               loss_fake)
         with tf.GradientTape() as tape:
             real_logits = model.D(X, labels, training=True)
             loss_real = model.d_loss_real(real_logits)
-        ok_real = self._apply(self.optimize_D, tape.gradient(loss_real, d_vars), d_vars,
+            scaled = self.optimize_D.scale_loss(loss_real)
+        ok_real = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars,
                               loss_real, also=ok_fake)
         return loss_fake + loss_real, tf.logical_and(ok_fake, ok_real)
 
@@ -335,9 +339,13 @@ class MomentumOptimizer(Optimizer):
 
     def _optimize_op(self, mode):
         # epsilon 1e-8 is TF1 AdamOptimizer's default (Keras's is 1e-7).
-        return keras.optimizers.Adam(learning_rate=self.config.init_learning_rate,
+        adam = keras.optimizers.Adam(learning_rate=self.config.init_learning_rate,
                                      beta_1=self.config.momentum, epsilon=1e-8,
                                      name=f"{mode}_adam")
+        if self.config.mixed_precision == "float16":
+            # float16 gradients underflow without a (dynamic) loss scale.
+            return keras.optimizers.LossScaleOptimizer(adam, name=f"{mode}_loss_scale")
+        return adam
 
     def _update_learning_rate(self):
         """After more than `learning_rate_patience` epochs without a better score, multiply

@@ -251,3 +251,17 @@ def test_fid_evaluator_counts_samples_and_rejects_nonfinite(tiny_config):
     for v in model.generator.trainable_variables:
         v.assign(tf.fill(v.shape, np.nan))
     assert ev.score(model) == float("inf")
+
+
+def test_mixed_float16_trains_with_loss_scaling(tiny_config, tmp_path):
+    import keras
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        opt = make_run(tiny_config.replace(mixed_precision="float16"), tmp_path)
+        assert isinstance(opt.optimize_G, keras.optimizers.LossScaleOptimizer)
+        out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+        assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
+        assert opt.model.generator.output.dtype == "float32"   # tanh kept in float32
+        assert opt.model.generator.get_layer("layer_2_deconv").compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
