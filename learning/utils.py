@@ -54,6 +54,8 @@ def interpolate(v1, v2, W):
 def make_gif(frames_or_paths, path, fps=4):
     """Write an animated GIF from uint8 frames or from image files, in the order given."""
     frames = [imageio.imread(f) if isinstance(f, str) else f for f in frames_or_paths]
+    # GIF frames are (H, W) or (H, W, 3): a grayscale (H, W, 1) frame loses its last axis.
+    frames = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in frames]
     if not frames:
         return None
     imageio.mimsave(path, frames, duration=1000 / fps, loop=0)

@@ -73,6 +73,12 @@ def test_train_then_test(tmp_path, image_folder):
     assert np.asarray(Image.open(os.path.join(save, "interpolate.png"))).shape == (16, 11 * 18 - 2, 3)
     assert np.asarray(Image.open(os.path.join(save, "sample_random.png"))).shape == (34, 52, 3)
 
+    r = run("test.py", "--save-dir", save, "--n-samples", "0", "--walk", "--arithmetic")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.exists(os.path.join(save, "latent_walk.gif"))
+    # 4 x 4 tiles: three triples with their means, then the means and the result
+    assert np.asarray(Image.open(os.path.join(save, "arithmetic.png"))).shape == (70, 70, 3)
+
     # Running train.py again on a finished run resumes and has nothing left to do.
     r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
             "--quiet")

@@ -82,3 +82,15 @@ def test_learning_curve_files(tmp_path):
     utils.plot_learning_curve(losses, metrics, str(tmp_path))
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert (tmp_path / "learning_curve.svg").exists()
+
+
+def test_latent_walk_gif_of_grayscale_model(tmp_path):
+    from learning.config import Config
+    from models.nn import build_model
+    model = build_model(Config(model="fc_gan", image_size=(28, 28), z_dim=4,
+                               G_hidden=(8,), D_hidden=(8,)), (28, 28, 1))
+    frames = utils.latent_walk(model, np.random.default_rng(0).standard_normal((3, 4)), 6)
+    assert len(frames) == 3 * 5 and frames[0].shape == (28, 28, 1)
+    path = utils.make_gif(frames, str(tmp_path / "walk.gif"))
+    import imageio.v2 as imageio
+    assert len(imageio.mimread(path)) == 15
