@@ -57,16 +57,19 @@ def deconv_bn_relu(x, filters, kernel_size, strides=(1, 1), padding="same", bn=T
     return x
 
 
-def fc_layer(x, out_dim, weights_stddev=WEIGHT_STDDEV, biases_value=0.0, name=None):
-    return layers.Dense(out_dim,
-                        kernel_initializer=keras.initializers.RandomNormal(0.0, weights_stddev),
+def fc_layer(x, out_dim, weights_stddev=WEIGHT_STDDEV, biases_value=0.0, name=None,
+             initializer=None):
+    """A dense layer; weights N(0, weights_stddev) unless `initializer` is given (the MNIST
+    posts' dense layers keep their frameworks' defaults: see models.nn)."""
+    init = initializer or keras.initializers.RandomNormal(0.0, weights_stddev)
+    return layers.Dense(out_dim, kernel_initializer=init,
                         bias_initializer=keras.initializers.Constant(biases_value),
                         name=name)(x)
 
 
-def fc_bn_lrelu(x, out_dim, alpha=0.2, bn=True, name=None):
+def fc_bn_lrelu(x, out_dim, alpha=0.2, bn=True, name=None, initializer=None):
     """fc + bn + leaky ReLU."""
-    x = fc_layer(x, out_dim, name=_sub(name, "fc"))
+    x = fc_layer(x, out_dim, name=_sub(name, "fc"), initializer=initializer)
     if bn:
         x = batch_normalization(x, name=_sub(name, "bn"))
     return layers.LeakyReLU(negative_slope=alpha, name=_sub(name, "lrelu"))(x)

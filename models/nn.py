@@ -212,15 +212,20 @@ class DCGAN(GAN):
 # ------------------------------------------------------------------ FC GAN
 class FCGAN(GAN):
     """The fully connected GAN of the MNIST post (001): dense layers with leaky ReLU,
-    tanh output; D ends in one logit. Hidden sizes from `G_hidden`, `D_hidden`."""
+    tanh output; D ends in one logit. Hidden sizes from `G_hidden`, `D_hidden`. Weights
+    start as TF1's `tf.layers.dense` started them (Glorot uniform), as in the post: with
+    DCGAN's N(0, 0.02) these small dense nets learn much more slowly."""
+    init = "glorot_uniform"
 
     def _build_generator(self):
         c = self.config
         z = keras.Input((self.z_dim,), name="z")
         x = z
         for i, units in enumerate(c.G_hidden):
-            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
-        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}")
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}",
+                            initializer=self.init)
+        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}",
+                     initializer=self.init)
         x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
         x = layers.Reshape(self.input_shape, name="image")(x)
         return keras.Model(z, x, name="generator")
@@ -230,14 +235,18 @@ class FCGAN(GAN):
         x_in = keras.Input(self.input_shape, name="x")
         x = layers.Flatten(name="flatten")(x_in)
         for i, units in enumerate(c.D_hidden):
-            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}",
+                            initializer=self.init)
         logits = layers.Dense(1, dtype="float32", name=f"layer_{len(c.D_hidden) + 1}",
-                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))(x)
+                              kernel_initializer=self.init)(x)
         return keras.Model(x_in, logits, name="discriminator")
 
 
 # ------------------------------------------------------------------ CGAN
 class CGAN(GAN):
+    # PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the post.
+    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+
     """The conditional GAN of post 002: the one-hot label is concatenated to z, and to
     D's flattened input; four dense layers each side (hidden sizes from `G_hidden`,
     `D_hidden`; the post does not give them), ReLU in G, leaky ReLU 0.2 in D."""
@@ -256,8 +265,10 @@ class CGAN(GAN):
         x = layers.Concatenate(name="z_label")([z, y])
         for i, units in enumerate(c.G_hidden):
             # The post's generator uses plain ReLU (its discriminator the leaky one).
-            x = fc_bn_lrelu(x, units, alpha=0.0, bn=False, name=f"layer_{i + 1}")
-        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}")
+            x = fc_bn_lrelu(x, units, alpha=0.0, bn=False, name=f"layer_{i + 1}",
+                            initializer=self.init)
+        x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}",
+                     initializer=self.init)
         x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
         x = layers.Reshape(self.input_shape, name="image")(x)
         return keras.Model([z, y], x, name="generator")
@@ -268,9 +279,10 @@ class CGAN(GAN):
         y = keras.Input((self.num_classes,), name="label_one_hot")
         x = layers.Concatenate(name="x_label")([layers.Flatten(name="flatten")(x_in), y])
         for i, units in enumerate(c.D_hidden):
-            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}")
+            x = fc_bn_lrelu(x, units, alpha=c.leaky_alpha, bn=False, name=f"layer_{i + 1}",
+                            initializer=self.init)
         logits = layers.Dense(1, dtype="float32", name=f"layer_{len(c.D_hidden) + 1}",
-                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))(x)
+                              kernel_initializer=self.init)(x)
         return keras.Model([x_in, y], logits, name="discriminator")
 
 
