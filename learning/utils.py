@@ -177,7 +177,8 @@ def parse_groups(text, n_images, rng):
     positions in sample_random.png, row by row), or random ones for 'random'."""
     from learning.errors import UserError
     if text == "random":
-        return rng.choice(n_images, size=(3, 3), replace=False).tolist()
+        # Distinct images where the grid has nine; repeats allowed on a smaller grid.
+        return rng.choice(n_images, size=(3, 3), replace=n_images < 9).tolist()
     try:
         groups = [[int(v) - 1 for v in part.split(",")] for part in text.split(";")]
     except ValueError:

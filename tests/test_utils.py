@@ -52,6 +52,8 @@ def test_parse_groups():
     assert utils.parse_groups("1,2,3;4,5,6;7,8,9", 20, rng) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     random = utils.parse_groups("random", 20, rng)
     assert len({i for g in random for i in g}) == 9
+    small = utils.parse_groups("random", 6, rng)     # a 2 x 3 grid still works
+    assert all(0 <= i < 6 for g in small for i in g)
     for bad in ("1,2;3,4,5;6,7,8", "1,2,3;4,5,6", "0,1,2;3,4,5;6,7,8", "a,b,c;1,2,3;4,5,6"):
         with pytest.raises(UserError, match="three triples"):
             utils.parse_groups(bad, 20, rng)
