@@ -12,6 +12,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from learning import distribute  # noqa: E402
 from learning.config import Config, parse_set  # noqa: E402
 from learning.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -82,7 +83,9 @@ def main(argv=None):
     config = resolve_config(args)
     name = os.path.splitext(os.path.basename(args.config))[0]
     save_dir = args.save_dir or os.path.join("runs", name)
-    if not args.dry_run:
+    # In a multi-worker run only the chief writes --save-dir (and needs to see it).
+    chief = distribute.is_chief_task(config)
+    if not args.dry_run and chief:
         check_save_dir(save_dir, config)
 
     """ 1. Load the dataset (before TensorFlow loads: a wrong folder fails in a second) """
@@ -104,30 +107,39 @@ def main(argv=None):
     print("config:")
     print(json.dumps(config.to_dict(), indent=2))
 
-    """ 2. Model, evaluator, optimizer """
+    """ 2. Model, evaluator, optimizer, all in the tf.distribute strategy's scope """
+    strategy = distribute.make_strategy(config)
+    distribute.check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+    if strategy.num_replicas_in_sync > 1 or config.strategy != "default":
+        print(f"strategy {config.strategy}: {strategy.num_replicas_in_sync} replicas, "
+              f"{config.batch_size // strategy.num_replicas_in_sync} images each")
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, images.shape[1:])
+    with strategy.scope():
+        model = build_model(config, images.shape[1:])
     if args.dry_run:
         model.generator.summary()
         model.discriminator.summary()
         print(f"dry run: would train into {save_dir}; nothing written")
         return 0
 
-    config.save(os.path.join(save_dir, "hyperparam.json"))
+    if chief:
+        config.save(os.path.join(save_dir, "hyperparam.json"))
 
-    evaluator = None
-    if config.eval_every:
-        fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
-        stats = ensure_dataset_statistics(config, images, fid.inception)
-        fid.load_dataset_statistics(stats)
-        evaluator = FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
-                                 config.score_threshold)
+    with strategy.scope():
+        evaluator = None
+        if config.eval_every:
+            fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
+            stats = ensure_dataset_statistics(config, images, fid.inception)
+            fid.load_dataset_statistics(stats)
+            evaluator = FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
+                                     config.score_threshold, strategy=strategy)
 
-    """ 3. Train """
-    optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir)
-    optimizer.train(verbose=not args.quiet)
+        """ 3. Train """
+        optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir,
+                                      strategy=strategy)
+    optimizer.train(verbose=not args.quiet and chief)
     print(f"Done. Run `python test.py --save-dir {save_dir}` for samples and FID.")
     return 0
 

@@ -18,6 +18,7 @@ DATASETS = ("mnist", "folder")
 NAN_POLICIES = ("stop", "skip")
 Z_DISTRIBUTIONS = ("uniform", "normal")
 MIXED_PRECISION = (False, "float16", "bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Config:
     mixed_precision: object = False       # False, 'float16' (GPU) or 'bfloat16'
     jit_compile: bool = False             # XLA for the training step
     log_every: int = 10                   # steps between TensorBoard loss summaries
+    strategy: str = "default"             # 'default' (one device), 'mirrored' (the GPUs of
+                                          # one host), 'multi_worker' (hosts, from TF_CONFIG)
+    batch_norm_sync: bool = False         # batch-norm statistics over the global batch
+    logical_cpu_devices: int = 0          # >= 1: split the CPU into this many devices
 
     def __post_init__(self):
         _validate(self)
@@ -184,7 +189,8 @@ def _validate(c):
     for k in positive_ints:
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=1)
-    for k in ["learning_rate_patience", "seed", "eval_every", "sample_every"]:
+    for k in ["learning_rate_patience", "seed", "eval_every", "sample_every",
+              "logical_cpu_devices"]:
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=0)
     for k in ["steps_per_epoch", "crop_size", "max_images"]:
@@ -208,7 +214,8 @@ def _validate(c):
     _choice("nan_policy", c.nan_policy, NAN_POLICIES)
     _choice("z_distribution", c.z_distribution, Z_DISTRIBUTIONS)
     _choice("mixed_precision", c.mixed_precision, MIXED_PRECISION)
-    for k in ["jit_compile", "d_separate_updates"]:
+    _choice("strategy", c.strategy, STRATEGIES)
+    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync"]:
         _check_type(k, getattr(c, k), (bool,), what="true or false")
     if c.image_size is not None:
         if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import tensorflow as tf
 
+from learning import distribute
 from learning import fid as fid_lib
 
 
@@ -40,11 +41,16 @@ class FIDEvaluator(Evaluator):
 
     Generation and Inception features run in one tf.function per batch of
     `batch_size_eval`: the images never come back to NumPy, only their 2048 features.
+    Under a tf.distribute strategy each replica generates and scores its slice of the
+    batch, and the features are gathered: the score does not depend on the replicas.
     """
 
-    def __init__(self, fid, eval_sample_size=10000, batch_size_eval=50, score_threshold=1e-4):
-        """:param fid: learning.fid.FID, holding the network and the dataset statistics."""
+    def __init__(self, fid, eval_sample_size=10000, batch_size_eval=50, score_threshold=1e-4,
+                 strategy=None):
+        """:param fid: learning.fid.FID, holding the network and the dataset statistics.
+        :param strategy: tf.distribute strategy (default: the current one)."""
         self.fid = fid
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.eval_sample_size = eval_sample_size
         self.batch_size_eval = batch_size_eval
         self.score_threshold = score_threshold
@@ -61,11 +67,16 @@ class FIDEvaluator(Evaluator):
     def _features_fn(self, model):
         key = id(model)
         if key not in self._features_of:
-            extract = self.fid.inception.extract
+            extract, strategy = self.fid.inception.extract, self.strategy
+
+            def replica_features(z, labels):
+                z, labels = distribute.replica_slice(z), distribute.replica_slice(labels)
+                return extract(model.G(z, labels, training=False))
 
             @tf.function
             def features(z, labels):
-                return extract(model.G(z, labels, training=False))
+                per_replica = strategy.run(replica_features, args=(z, labels))
+                return strategy.gather(per_replica, axis=0)
             self._features_of[key] = features
         return self._features_of[key]
 
@@ -77,11 +88,18 @@ class FIDEvaluator(Evaluator):
         features_of = self._features_fn(model)
         self.fid.reset_FID()
         remaining = self.eval_sample_size
+        replicas = self.strategy.num_replicas_in_sync
         while remaining > 0:
             n = min(self.batch_size_eval, remaining)
             z = model.sample_z(rng, n)
             labels = model.sample_labels(rng, n) if model.conditional else None
-            features = features_of(z, labels).numpy()
+            # Pad the batch to a multiple of the replicas; the padding's features are
+            # dropped, so the score is the same on any number of replicas.
+            pad = -n % replicas
+            if pad:
+                z = tf.pad(z, [[0, pad], [0, 0]])
+                labels = None if labels is None else tf.pad(labels, [[0, pad]])
+            features = features_of(z, labels).numpy()[:n]
             if not np.all(np.isfinite(features)):
                 return float("inf")
             self.fid.add_features(features)

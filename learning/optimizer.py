@@ -11,6 +11,9 @@ A run folder (`save_dir`) holds everything a resume needs:
   metrics.jsonl          one line per epoch: epoch, step, losses, fid, n_samples
   losses.jsonl           the losses of every step (the learning curve's top panel)
   sample_image_{step}.png, learning_curve.png/.svg, training.gif, logs/ (TensorBoard)
+
+Under a tf.distribute strategy (learning.distribute) the step runs on every replica, each on
+its slice of the global batch; in a multi-worker run only the chief writes the run folder.
 """
 import json
 import math
@@ -25,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from learning import utils
+from learning import distribute, utils
 from learning.errors import UserError
 
 
@@ -41,9 +44,11 @@ class Optimizer(ABC):
     :param evaluator: learning.evaluator.Evaluator, or None for no evaluation.
     :param config: learning.config.Config.
     :param save_dir: the run folder.
+    :param strategy: the tf.distribute strategy the model was built under (default: the
+        current one, so building everything inside `strategy.scope()` is enough).
     """
 
-    def __init__(self, model, train_set, evaluator, config, save_dir):
+    def __init__(self, model, train_set, evaluator, config, save_dir, strategy=None):
         self.model = model
         self.train_set = train_set
         self.evaluator = evaluator
@@ -56,7 +61,19 @@ class Optimizer(ABC):
         if self.steps_per_epoch < 1:
             raise UserError(f"batch_size {self.batch_size} is larger than the dataset "
                             f"({train_set.num_examples} images): lower batch_size")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        distribute.check_batch_size(self.batch_size, self.replicas)
+        # Only the chief writes the run folder; the other workers of a multi-worker run
+        # save their (identical) checkpoints to a temporary folder, as TensorFlow requires.
+        self.is_chief = distribute.is_chief(self.strategy)
+        self.own_dir = save_dir if self.is_chief else distribute.worker_dir(self.strategy)
+        with self.strategy.scope():
+            self._create_state(model, evaluator, config)
+        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
 
+    def _create_state(self, model, evaluator, config):
+        """Variables, Keras optimizers and checkpoints, in the strategy's scope."""
         # Everything below is state a resume restores.
         self.rng = tf.random.Generator.from_seed(config.seed)
         self.curr_learning_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
@@ -67,7 +84,7 @@ class Optimizer(ABC):
                                       dtype=tf.float64, trainable=False, name="best_score")
         self.num_bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.data_state = tf.Variable("", dtype=tf.string, trainable=False)
+        self.data_state = DataState(self.train_set)
         # The sample grid's z is drawn once, so every sample_image_{step}.png shows the
         # same faces growing up.
         n_sample = self.sample_H * self.sample_W
@@ -89,12 +106,14 @@ class Optimizer(ABC):
             skipped_steps=self.skipped_steps, sample_z=self.sample_z,
             sample_labels=self.sample_labels, rng=self.rng, data_state=self.data_state)
         self.latest = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(save_dir, "checkpoints"),
+            self.checkpoint, os.path.join(self.own_dir, "checkpoints"),
             max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
         self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(save_dir, "best"), max_to_keep=1,
+            self.checkpoint, os.path.join(self.own_dir, "best"), max_to_keep=1,
             checkpoint_name="best")
-        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        # What the step would need to undo with nan_policy 'skip'.
+        self._state_variables = (model.generator.variables + model.discriminator.variables
+                                 + self.optimize_G.variables + self.optimize_D.variables)
 
     @abstractmethod
     def _optimize_op(self, mode):
@@ -106,23 +125,44 @@ class Optimizer(ABC):
 
     # ------------------------------------------------------------------ one step
     def _step(self, X, labels):
-        """One training step: one D update on a real and a fake batch, then
-        `g_updates_per_step` G updates with the same z. Returns the losses."""
+        """One training step on the global batch X: z is drawn for the whole batch, then
+        every replica trains on its slice (`_replica_step`). Returns the losses, averaged
+        over the global batch, and whether they are finite."""
         model, n = self.model, tf.shape(X)[0]
+        # Drawn once for the global batch, so N replicas see the z one device would.
         z = model.sample_z(self.rng, n)
         fake_labels = model.sample_labels(self.rng, n) if model.conditional else None
+        skip = self.config.nan_policy == "skip"
+        if skip:
+            # A non-finite batch poisons weights, Adam's moments and batch norm's moving
+            # averages alike: keep a copy to put back.
+            saved = [tf.identity(v) for v in self._state_variables]
+        out = self.strategy.run(self._replica_step, args=(X, labels, z, fake_labels))
+        d_loss = self.strategy.reduce("SUM", out["d_loss"], axis=None)
+        g_loss = self.strategy.reduce("SUM", out["g_loss"], axis=None)
+        finite = tf.logical_and(tf.math.is_finite(d_loss), tf.math.is_finite(g_loss))
+        if skip:
+            def put_back():
+                for v, value in zip(self._state_variables, saved):
+                    v.assign(value)
+                return tf.constant(False)
+            tf.cond(finite, lambda: tf.constant(True), put_back)
+        return {"d_loss": d_loss, "g_loss": g_loss, "finite": finite}
+
+    def _replica_step(self, X, labels, z, fake_labels):
+        """The step on one replica's slice: one D update on a real and a fake batch, then
+        `g_updates_per_step` G updates with the same z. Each loss is this replica's share
+        of the global-batch mean, so the all-reduced gradients are the global ones."""
+        model = self.model
+        X, labels, z, fake_labels = (distribute.replica_slice(t)
+                                     for t in (X, labels, z, fake_labels))
         d_vars = model.discriminator.trainable_variables
         g_vars = model.generator.trainable_variables
-        if self.config.nan_policy == "skip":
-            # A non-finite batch would also poison batch norm's moving averages: keep a copy.
-            moving = model.generator.non_trainable_variables + \
-                model.discriminator.non_trainable_variables
-            saved = [tf.identity(v) for v in moving]
 
         # 1. update D. Real and fake go through D in two calls, so batch norm normalises
         #    each batch on its own statistics, as in the tutorial.
         if self.config.d_separate_updates:
-            d_loss, d_ok = self._separate_d_updates(X, labels, z, fake_labels, d_vars)
+            d_loss = self._separate_d_updates(X, labels, z, fake_labels, d_vars)
         else:
             with tf.GradientTape() as tape:
                 fake = model.G(z, fake_labels, training=True)
@@ -130,70 +170,43 @@ class Optimizer(ABC):
                 fake_logits = model.D(fake, fake_labels, training=True)
                 d_loss = model.discriminator_loss(real_logits, fake_logits)
                 scaled = self.optimize_D.scale_loss(d_loss)  # loss scaling for float16
-            d_ok = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars, d_loss)
+            self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
 
         # 2. update G (twice by default, same z): the tutorial's remedy for D learning
         #    faster than G and its loss going to zero; the DCGAN paper updates G once.
-        g_ok = tf.constant(True)
         g_loss = tf.constant(0.0)
         for _ in range(self.config.g_updates_per_step):
             with tf.GradientTape() as tape:
                 fake = model.G(z, fake_labels, training=True)
                 g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
                 scaled = self.optimize_G.scale_loss(g_loss)
-            ok = self._apply(self.optimize_G, tape.gradient(scaled, g_vars), g_vars, g_loss,
-                             also=tf.logical_and(d_ok, g_ok))
-            g_ok = tf.logical_and(g_ok, ok)
-        finite = tf.logical_and(d_ok, g_ok)
-        if self.config.nan_policy == "skip":
-            def put_back():
-                for v, value in zip(moving, saved):
-                    v.assign(value)
-                return tf.constant(False)
-            tf.cond(finite, lambda: tf.constant(True), put_back)
-        return {"d_loss": d_loss, "g_loss": g_loss, "finite": finite}
+            self.optimize_G.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
+        return {"d_loss": d_loss, "g_loss": g_loss}
 
     def _separate_d_updates(self, X, labels, z, fake_labels, d_vars):
         """The MNIST slides' D training: one update on a fake-only minibatch, then one on a
-        real-only minibatch. Returns the summed loss and whether both were finite."""
+        real-only minibatch. Returns the summed loss."""
         model = self.model
         fake = model.G(z, fake_labels, training=True)
         with tf.GradientTape() as tape:
-            fake_logits = model.D(fake, fake_labels, training=True)
-            loss_fake = model.d_loss_fake(fake_logits)
+            loss_fake = model.d_loss_fake(model.D(fake, fake_labels, training=True))
             scaled = self.optimize_D.scale_loss(loss_fake)
-        ok_fake = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars,
-                              loss_fake)
+        self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
         with tf.GradientTape() as tape:
-            real_logits = model.D(X, labels, training=True)
-            loss_real = model.d_loss_real(real_logits)
+            loss_real = model.d_loss_real(model.D(X, labels, training=True))
             scaled = self.optimize_D.scale_loss(loss_real)
-        ok_real = self._apply(self.optimize_D, tape.gradient(scaled, d_vars), d_vars,
-                              loss_real, also=ok_fake)
-        return loss_fake + loss_real, tf.logical_and(ok_fake, ok_real)
-
-    def _apply(self, optimizer, grads, variables, loss, also=True):
-        """Apply the gradients; with nan_policy 'skip', only when the loss is finite and
-        `also` holds (G is not updated against a D whose update was skipped)."""
-        finite = tf.logical_and(tf.math.is_finite(loss), also)
-        if self.config.nan_policy == "skip":
-            def apply():
-                optimizer.apply_gradients(zip(grads, variables))
-                return tf.constant(True)
-            tf.cond(finite, apply, lambda: tf.constant(False))
-        else:
-            optimizer.apply_gradients(zip(grads, variables))
-        return finite
+        self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
+        return loss_fake + loss_real
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):
-        """Restore `path`, or the latest checkpoint of the run. Returns the path or None."""
-        path = path or self.latest.latest_checkpoint
+        """Restore `path`, or the latest checkpoint of the run. Returns the path or None.
+        Every worker of a multi-worker run restores the chief's checkpoint (so --save-dir
+        must be a folder all of them see, to resume)."""
+        path = path or tf.train.latest_checkpoint(os.path.join(self.save_dir, "checkpoints"))
         if path is None:
             return None
         restore_checkpoint(self.checkpoint, path)
-        if self.data_state.numpy():
-            self.train_set.set_state(json.loads(self.data_state.numpy().decode()))
         # The best checkpoint may be newer than the latest one (a kill between the two
         # writes): its score is the one to beat, or a worse model could replace it.
         best = read_best(self.save_dir)
@@ -213,29 +226,38 @@ class Optimizer(ABC):
             print(f"resumed at epoch {start_epoch}, step {step0} from {resumed}")
         else:
             print("starting fresh")
-        # Lines written after the checkpoint we resume from belong to an epoch being redone.
-        metrics = utils.repair_jsonl(paths["metrics.jsonl"], lambda r: r["epoch"] <= start_epoch)
-        losses = utils.repair_jsonl(paths["losses.jsonl"], lambda r: r["step"] <= step0)
-        writer = tf.summary.create_file_writer(paths["logs"])
+        metrics, losses = [], []
+        if self.is_chief:
+            # Lines written after the checkpoint we resume from belong to an epoch being
+            # redone.
+            metrics = utils.repair_jsonl(paths["metrics.jsonl"],
+                                         lambda r: r["epoch"] <= start_epoch)
+            losses = utils.repair_jsonl(paths["losses.jsonl"], lambda r: r["step"] <= step0)
+            writer = tf.summary.create_file_writer(paths["logs"])
+        else:
+            writer = tf.summary.create_noop_writer()
         print(f"{self.train_set.num_examples} training images, {self.steps_per_epoch} steps "
-              f"per epoch, epochs {start_epoch + 1} to {self.num_epochs}")
+              f"per epoch, epochs {start_epoch + 1} to {self.num_epochs}"
+              + (f", {self.replicas} replicas of {self.batch_size // self.replicas} images"
+                 if self.replicas > 1 else ""))
 
         start_time = time.time()
         for epoch in range(start_epoch + 1, self.num_epochs + 1):
             epoch_losses = self._run_epoch(epoch, writer, verbose)
             losses += epoch_losses
             self.curr_epoch.assign(epoch)
-            self.data_state.assign(json.dumps(self.train_set.get_state()))
             record = self._end_of_epoch(epoch, epoch_losses, writer)
             metrics.append(record)
             # Metrics first, then checkpoints: a kill in between redoes this epoch on
             # resume, and repair_jsonl drops the lines written for it.
-            utils.append_jsonl(paths["metrics.jsonl"], record)
-            utils.append_jsonl(paths["losses.jsonl"], epoch_losses)
+            if self.is_chief:
+                utils.append_jsonl(paths["metrics.jsonl"], record)
+                utils.append_jsonl(paths["losses.jsonl"], epoch_losses)
             if record.get("is_best"):
                 self._save_best(epoch, record["fid"])
-            self.latest.save(checkpoint_number=epoch)
-            utils.plot_learning_curve(losses, metrics, self.save_dir)
+            self.latest.save(checkpoint_number=epoch)  # every worker, as TensorFlow needs
+            if self.is_chief:
+                utils.plot_learning_curve(losses, metrics, self.save_dir)
             fid_text = f"{record['fid']:.4f}" if record.get("fid") is not None else "-"
             print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
                   f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
@@ -244,8 +266,12 @@ class Optimizer(ABC):
                   f"{record['seconds']:.0f}s")
         writer.close()
 
-        gif = utils.make_gif(utils.sample_image_paths(self.save_dir),
-                             os.path.join(self.save_dir, "training.gif"))
+        gif = None
+        if self.is_chief:
+            gif = utils.make_gif(utils.sample_image_paths(self.save_dir),
+                                 os.path.join(self.save_dir, "training.gif"))
+        else:
+            distribute.remove_worker_dir(self.own_dir)
         seconds = time.time() - start_time
         print(f"Total training time(sec): {seconds:.1f}")
         if self.evaluator is not None and self.config.eval_every:
@@ -295,7 +321,7 @@ class Optimizer(ABC):
         c = self.config
         step = int(self.step.numpy())
         last = epoch == self.num_epochs
-        if c.sample_every and (epoch % c.sample_every == 0 or last):
+        if self.is_chief and c.sample_every and (epoch % c.sample_every == 0 or last):
             labels = self.sample_labels.numpy() if self.model.conditional else None
             images = self.model.generate(self.sample_z.numpy(), batch_size=c.batch_size_eval,
                                          labels=labels)
@@ -312,7 +338,7 @@ class Optimizer(ABC):
                   "fid": None, "n_samples": None,
                   "learning_rate": float(self.curr_learning_rate.numpy()),
                   "skipped_steps": int(self.skipped_steps.numpy()),
-                  "seconds": self._epoch_seconds}
+                  "replicas": self.replicas, "seconds": self._epoch_seconds}
         if self.evaluator is not None and c.eval_every and (epoch % c.eval_every == 0 or last):
             score = self.evaluator.score(self.model, seed=c.seed * 100003 + epoch)
             record.update(fid=score, n_samples=c.eval_sample_size)
@@ -329,6 +355,8 @@ class Optimizer(ABC):
 
     def _save_best(self, epoch, score):
         self.best.save(checkpoint_number=epoch)
+        if not self.is_chief:
+            return
         utils.write_json_atomic(os.path.join(self.save_dir, "best", "best.json"),
                                 {"epoch": epoch, "step": int(self.step.numpy()),
                                  "score": score, "checkpoint": self.best.latest_checkpoint})
@@ -366,6 +394,22 @@ AdamOptimizer = MomentumOptimizer
 
 
 # ------------------------------------------------------------------ helpers
+class DataState(tf.train.experimental.PythonState):
+    """The dataset's order and position, saved with each checkpoint (as a string: not a
+    tf.Variable, which a multi-worker strategy would try to broadcast, and cannot)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def serialize(self):
+        return json.dumps(self.dataset.get_state())
+
+    def deserialize(self, string_value):
+        text = string_value.decode() if isinstance(string_value, bytes) else string_value
+        if text:
+            self.dataset.set_state(json.loads(text))
+
+
 class _Prefetcher:
     """Reads one epoch's batches in a thread, two ahead of the training step.
 

@@ -30,28 +30,30 @@ def deconv_layer(x, filters, kernel_size, strides, padding="same", use_bias=True
                                   bias_initializer="zeros", name=name)(x)
 
 
-def batch_normalization(x, name=None):
+def batch_normalization(x, name=None, synchronized=False):
     """Batch norm with the tutorial's momentum 0.9 and epsilon 1e-5 (TF1's meaning of
-    momentum: moving = 0.9 * moving + 0.1 * batch, which Keras shares)."""
+    momentum: moving = 0.9 * moving + 0.1 * batch, which Keras shares). `synchronized`:
+    under a tf.distribute strategy, the statistics of the global batch rather than of each
+    replica's slice (config `batch_norm_sync`)."""
     return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=True, scale=True,
-                                     name=name)(x)
+                                     synchronized=synchronized, name=name)(x)
 
 
 def conv_bn_lrelu(x, filters, kernel_size, strides=(1, 1), padding="same", bn=True,
-                  alpha=0.2, name=None):
+                  alpha=0.2, name=None, sync_bn=False):
     """conv + bn + leaky ReLU. alpha=0 gives a ReLU, alpha=1 no activation."""
     x = conv_layer(x, filters, kernel_size, strides, padding, name=_sub(name, "conv"))
     if bn:
-        x = batch_normalization(x, name=_sub(name, "bn"))
+        x = batch_normalization(x, name=_sub(name, "bn"), synchronized=sync_bn)
     return layers.LeakyReLU(negative_slope=alpha, name=_sub(name, "lrelu"))(x)
 
 
 def deconv_bn_relu(x, filters, kernel_size, strides=(1, 1), padding="same", bn=True,
-                   relu=True, name=None):
+                   relu=True, name=None, sync_bn=False):
     """transposed conv + bn + ReLU; the generator's last layer has neither bn nor ReLU."""
     x = deconv_layer(x, filters, kernel_size, strides, padding, name=_sub(name, "deconv"))
     if bn:
-        x = batch_normalization(x, name=_sub(name, "bn"))
+        x = batch_normalization(x, name=_sub(name, "bn"), synchronized=sync_bn)
     if relu:
         x = layers.ReLU(name=_sub(name, "relu"))(x)
     return x
@@ -67,11 +69,12 @@ def fc_layer(x, out_dim, weights_stddev=WEIGHT_STDDEV, biases_value=0.0, name=No
                         name=name)(x)
 
 
-def fc_bn_lrelu(x, out_dim, alpha=0.2, bn=True, name=None, initializer=None):
+def fc_bn_lrelu(x, out_dim, alpha=0.2, bn=True, name=None, initializer=None,
+                sync_bn=False):
     """fc + bn + leaky ReLU."""
     x = fc_layer(x, out_dim, name=_sub(name, "fc"), initializer=initializer)
     if bn:
-        x = batch_normalization(x, name=_sub(name, "bn"))
+        x = batch_normalization(x, name=_sub(name, "bn"), synchronized=sync_bn)
     return layers.LeakyReLU(negative_slope=alpha, name=_sub(name, "lrelu"))(x)
 
 

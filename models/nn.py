@@ -19,10 +19,14 @@ from models.layers import (batch_normalization, conv_bn_lrelu, deconv_bn_relu, f
 
 # ------------------------------------------------------------------ losses
 def sigmoid_cross_entropy(logits, label):
-    """Mean sigmoid cross-entropy of logits (not probabilities) against one target label."""
+    """Mean sigmoid cross-entropy of logits (N, 1) (not probabilities) against one target
+    label. Inside `strategy.run` it is this replica's share of the global-batch mean
+    (tf.nn.compute_average_loss), so that gradients summed over replicas are the global
+    batch's; on one device it is the plain mean."""
     logits = tf.cast(logits, tf.float32)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.fill(tf.shape(logits), label), logits=logits))
+    per_example = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), label), logits=logits), axis=-1)
+    return tf.nn.compute_average_loss(per_example)
 
 
 def discriminator_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
@@ -178,12 +182,13 @@ class DCGAN(GAN):
         z = keras.Input((self.z_dim,), name="z")
         x = fc_layer(z, h * w * c.G_FC_layer_channel, name="layer_1")
         x = layers.Reshape((h, w, c.G_FC_layer_channel), name="reshape")(x)
-        x = layers.ReLU(name="reshape_relu")(batch_normalization(x, name="reshape_bn"))
+        x = layers.ReLU(name="reshape_relu")(
+            batch_normalization(x, name="reshape_bn", synchronized=c.batch_norm_sync))
         _expect(x, (h, w, c.G_FC_layer_channel), "generator reshape")
         for i in range(depth - 1):
             channels = c.G_channel * 2 ** (depth - 2 - i)     # ..., 4, 2, 1 x G_channel
             x = deconv_bn_relu(x, channels, self.kernel_size, strides=(2, 2),
-                               name=f"layer_{i + 2}")
+                               name=f"layer_{i + 2}", sync_bn=c.batch_norm_sync)
             h, w = 2 * h, 2 * w
             _expect(x, (h, w, channels), f"generator layer_{i + 2}")
         x = deconv_bn_relu(x, self.c_dim, self.kernel_size, strides=(2, 2), bn=False,
@@ -201,7 +206,8 @@ class DCGAN(GAN):
         for i in range(depth):
             # No batch norm on the first layer, as in the DCGAN paper.
             x = conv_bn_lrelu(x, c.D_channel * 2 ** i, self.kernel_size, strides=(2, 2),
-                              bn=i > 0, alpha=c.leaky_alpha, name=f"layer_{i + 1}")
+                              bn=i > 0, alpha=c.leaky_alpha, name=f"layer_{i + 1}",
+                              sync_bn=c.batch_norm_sync)
         _expect(x, (h, w, c.D_channel * 2 ** (depth - 1)), "discriminator last conv")
         x = layers.Flatten(name="flatten")(x)
         logits = layers.Dense(1, dtype="float32", name=f"layer_{depth + 1}",
@@ -244,13 +250,17 @@ class FCGAN(GAN):
 
 # ------------------------------------------------------------------ CGAN
 class CGAN(GAN):
-    # PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the post.
-    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
-
     """The conditional GAN of post 002: the one-hot label is concatenated to z, and to
     D's flattened input; four dense layers each side (hidden sizes from `G_hidden`,
     `D_hidden`; the post does not give them), ReLU in G, leaky ReLU 0.2 in D."""
     conditional = True
+
+    @property
+    def init(self):
+        """PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the post.
+        A new initializer per layer: one shared unseeded instance would fix its seed once
+        and start every layer from the same random stream."""
+        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
 
     def G(self, z, labels=None, training=False):
         return self.generator([z, tf.one_hot(labels, self.num_classes)], training=training)

@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,20 +21,6 @@ def run(script, *args, timeout=600):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture
-def image_folder(tmp_path):
-    """48 small RGB images in two subfolders, FFHQ-style."""
-    rng = np.random.default_rng(0)
-    for i in range(48):
-        sub = tmp_path / "images" / f"{i // 24 * 1000:05d}"
-        sub.mkdir(parents=True, exist_ok=True)
-        yy, xx = np.mgrid[:24, :24]
-        img = np.stack([(xx * 10 + i) % 256, (yy * 10) % 256,
-                        np.full((24, 24), rng.integers(256))], -1).astype(np.uint8)
-        Image.fromarray(img).save(sub / f"{i:05d}.png")
-    return str(tmp_path / "images")
 
 
 def write_config(tmp_path, **changes):
