@@ -70,3 +70,17 @@ def test_fc_gan_and_cgan_shapes():
     assert np.abs(a[1] - b[1]).max() > 1e-4      # the label changes the image
     with pytest.raises(ValueError):
         cg.generate(z)
+
+
+def test_cgan_layers_start_from_their_own_random_streams():
+    # One shared unseeded Keras initializer fixes its seed once: every layer would then
+    # start from the same stream (same uniform draws, scaled by each layer's limit).
+    import keras
+    keras.utils.set_random_seed(0)
+    model = build_model(Config(model="cgan", dataset="mnist", image_size=(28, 28),
+                               G_hidden=(32, 32), D_hidden=(32, 32)), (28, 28, 1))
+    kernels = [layer.kernel.numpy() for layer in model.generator.layers
+               if hasattr(layer, "kernel")]
+    unit = [k.ravel()[:16] * np.sqrt(k.shape[0]) for k in kernels]   # U(-1, 1) draws
+    assert np.all(np.abs(unit[0]) <= 1.0 + 1e-6)                      # PyTorch's Linear init
+    assert not np.allclose(unit[1], unit[2], atol=1e-3)
