@@ -1,17 +1,21 @@
 """Benchmark learning/fid.py: Inception feature throughput and the Fréchet distance's cost.
 
-    python bench/fid.py [--batch-size 50] [--batches 3] [--image-size 64]
+    python bench/fid.py [--batch-size 50] [--batches 3] [--image-size 64] [--torch-python PY]
 
 Prints readable lines, then one JSON line (the last) with `features_images_per_sec`,
 `frechet_seconds`, `scipy_sqrtm_seconds`, their `relative_difference`, the `speedup` and the
-`device`. The distance is timed on full-rank 2048-d statistics built from 4096 correlated
+`device`. With --torch-python (a Python that has torch), the TorchScript original of the
+network (`bench/torchscript_reference.py`) is timed in the same run, alternating with ours,
+and `torchscript_images_per_sec` and `features_vs_torchscript` are added. The distance is timed on full-rank 2048-d statistics built from 4096 correlated
 features per set, so both methods solve the same well-posed problem.
 """
 import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +53,20 @@ def feature_throughput(batch_size, batches, image_size):
     return batch_size / np.median(times), times
 
 
+def torchscript_throughput(python, batch_size, batches):
+    """Images/s of the TorchScript original, run by `python` (which has torch)."""
+    data = fid.read_inception_pt(fid.find_inception_weights())   # SHA1-checked
+    with tempfile.TemporaryDirectory() as folder:
+        pt = os.path.join(folder, "default_1.pt")
+        with open(pt, "wb") as f:
+            f.write(data)
+        script = Path(__file__).resolve().parent / "torchscript_reference.py"
+        out = subprocess.run([python, str(script), "--pt", pt, "--batch-size", str(batch_size),
+                              "--batches", str(batches)], capture_output=True, text=True,
+                             check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def structured_statistics(seed, n=4096, d=fid.FEATURE_DIM):
     """Statistics of features that look like pool_3's: correlated, unequal scales, non-negative."""
     rng = np.random.default_rng(seed)
@@ -70,14 +88,27 @@ def main():
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--torch-python", default=None,
+                        help="a Python with torch: time the TorchScript network too")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds of ours and TorchScript (with --torch-python)")
     args = parser.parse_args()
     device = device_name()
     print(f"device: {device}")
 
-    per_sec, times = feature_throughput(args.batch_size, args.batches, args.image_size)
-    print(f"features: {per_sec:.1f} images/s (batch {args.batch_size} of "
-          f"{args.image_size}x{args.image_size}x3, per-batch seconds "
-          f"{', '.join(f'{t:.2f}' for t in times)})")
+    ours_runs, torch_runs = [], []
+    for _ in range(args.rounds if args.torch_python else 1):
+        per_sec, times = feature_throughput(args.batch_size, args.batches, args.image_size)
+        ours_runs.append(per_sec)
+        print(f"features: {per_sec:.1f} images/s (batch {args.batch_size} of "
+              f"{args.image_size}x{args.image_size}x3, per-batch seconds "
+              f"{', '.join(f'{t:.2f}' for t in times)})")
+        if args.torch_python:
+            ref = torchscript_throughput(args.torch_python, args.batch_size, args.batches)
+            torch_runs.append(ref["images_per_sec"])
+            print(f"TorchScript default_1.pt (torch {ref['torch']}, {ref['threads']} threads): "
+                  f"{ref['images_per_sec']:.1f} images/s (299x299 input)")
+    per_sec = float(np.median(ours_runs))
 
     mu1, sigma1 = structured_statistics(1)
     mu2, sigma2 = structured_statistics(2)
@@ -92,8 +123,13 @@ def main():
           f"{reference:.6f} in {sqrtm_seconds:.2f} s; relative difference {relative:.2g}; "
           f"{sqrtm_seconds / frechet_seconds:.1f}x faster")
 
+    extra = {}
+    if torch_runs:
+        reference = float(np.median(torch_runs))
+        extra = {"torchscript_images_per_sec": round(reference, 2),
+                 "features_vs_torchscript": round(per_sec / reference, 3)}
     print(json.dumps({
-        "features_images_per_sec": round(per_sec, 2),
+        "features_images_per_sec": round(per_sec, 2), **extra,
         "features_batch_size": args.batch_size,
         "features_image_size": args.image_size,
         "frechet_seconds": round(frechet_seconds, 3),

@@ -652,8 +652,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
 
     This is the *squared* distance, the number every paper reports as FID. Tr((Σ1 Σ2)^½) is
     computed as the sum of square roots of the eigenvalues of the symmetric PSD matrix
-    √Σ1 Σ2 √Σ1 (same eigenvalues as Σ1 Σ2), with √Σ1 from `eigh`: real by construction,
-    about 5x faster than `scipy.linalg.sqrtm` at 2048 dimensions, same value to ~1e-12.
+    Lᵀ Σ2 L, where L Lᵀ = Σ1 (Cholesky): Lᵀ Σ2 L has the eigenvalues of Σ2 L Lᵀ = Σ2 Σ1, so
+    the result is real by construction, needs no eigenvectors, and is several times faster
+    than `scipy.linalg.sqrtm` at 2048 dimensions, same value to ~1e-12.
 
     Caveats:
     - Everything is float64; inputs are converted.
@@ -667,33 +668,34 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     mu1, sigma1, mu2, sigma2 = _check_statistics(mu1, sigma1, mu2, sigma2)
     d = mu1.shape[0]
 
-    def trace_sqrt_product(w1, v1, sigma2):
-        root1 = (v1 * np.sqrt(w1)) @ v1.T                          # √Σ1
-        middle = root1 @ sigma2 @ root1
+    def factor(sigma):
+        """F with F Fᵀ = Σ: Cholesky when Σ is positive definite, else from `eigh` with the
+        eigenvalues clipped at zero. Returns F and whether Cholesky succeeded."""
+        try:
+            return linalg.cholesky(sigma, lower=True, check_finite=False), True
+        except linalg.LinAlgError:
+            w, v = linalg.eigh((sigma + sigma.T) / 2, driver="evd")
+            return v * np.sqrt(_clip_eigenvalues(w, "sigma1")), False
+
+    def trace_sqrt_product(f1, sigma2):
+        middle = f1.T @ sigma2 @ f1
         middle = (middle + middle.T) / 2                           # exact symmetry for eigvalsh
-        w = linalg.eigvalsh(middle)
+        w = linalg.eigvalsh(middle, check_finite=False)
         return np.sqrt(_clip_eigenvalues(w, "sqrt(sigma1) sigma2 sqrt(sigma1)")).sum(), w
 
-    w1, v1 = linalg.eigh((sigma1 + sigma1.T) / 2, driver="evd")   # divide and conquer: fastest
-    w1 = _clip_eigenvalues(w1, "sigma1")
-
-    # A zero eigenvalue of Σ1 means it is singular; if Σ1 is regular, a zero eigenvalue of
-    # √Σ1 Σ2 √Σ1 means Σ2 is. Either way TTUR's offset applies.
+    # Σ1 not positive definite means it is singular; if it is, a zero eigenvalue of
+    # Lᵀ Σ2 L means Σ2 (or Σ1, numerically) is. Either way TTUR's offset applies.
+    f1, definite = factor(sigma1)
+    tr_sqrt, w_middle = trace_sqrt_product(f1, sigma2)
     tolerance = d * np.finfo(np.float64).eps
-    tr_sqrt = None
-    singular = w1.min() <= tolerance * w1.max()
-    if not singular:
-        tr_sqrt, w_middle = trace_sqrt_product(w1, v1, sigma2)
-        singular = w_middle.min() <= tolerance * w_middle.max()
+    singular = not definite or w_middle.min() <= tolerance * w_middle.max()
     if singular and eps > 0:
         warnings.warn(f"singular covariance (fewer samples than {d} dimensions?): adding "
                       f"{eps:g}·I to both covariances, as TTUR does; the FID is biased upward",
                       stacklevel=2)
         sigma1, sigma2 = sigma1 + eps * np.eye(d), sigma2 + eps * np.eye(d)
-        w1 = w1 + eps                                   # Σ1 + εI keeps Σ1's eigenvectors
-        tr_sqrt = None
-    if tr_sqrt is None:
-        tr_sqrt, _ = trace_sqrt_product(w1, v1, sigma2)
+        f1, _ = factor(sigma1)
+        tr_sqrt, _ = trace_sqrt_product(f1, sigma2)
 
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt
