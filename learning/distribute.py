@@ -51,10 +51,13 @@ def is_chief_task(config):
                         "environment variable, which is not set: see the README's 'Several "
                         "GPUs, several hosts'")
     task = tf_config["task"]
-    if task.get("type") == "chief":
-        return True
-    return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
-            and "chief" not in tf_config["cluster"])
+    return _chief(task.get("type"), int(task.get("index", 0)), tf_config["cluster"])
+
+
+def _chief(task_type, index, cluster):
+    """TensorFlow's rule: the task of type 'chief', or worker 0 when there is none."""
+    return task_type == "chief" or (task_type == "worker" and index == 0
+                                    and "chief" not in cluster)
 
 
 def configure_devices(config):
@@ -99,10 +102,7 @@ def is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
-    if resolver.task_type == "chief":
-        return True
-    return (resolver.task_type == "worker" and resolver.task_id == 0
-            and "chief" not in resolver.cluster_spec().as_dict())
+    return _chief(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
 
 
 def worker_dir(strategy):
