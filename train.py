@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from learning import distribute  # noqa: E402
-from learning.config import Config, parse_set  # noqa: E402
+from learning.config import Config, add_set_argument, parse_set  # noqa: E402
 from learning.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -27,8 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--save-dir", default=None,
                    help="run folder (default: runs/<config name>); an existing run resumes")
     p.add_argument("--data-dir", default=None, help="image folder (overrides data_dir)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override hyperparameters, e.g. --set num_epochs=5 batch_size=32")
+    add_set_argument(p)
     p.add_argument("--dry-run", action="store_true",
                    help="resolve and print the config, load the data, build the model; "
                         "do not train or write anything")

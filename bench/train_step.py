@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from datasets.data import Dataset  # noqa: E402
-from learning.config import Config  # noqa: E402
+from learning.config import Config, add_set_argument  # noqa: E402
 from learning.optimizer import MomentumOptimizer  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
@@ -39,8 +39,7 @@ def parse_args():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="hyperparameters, e.g. jit_compile=true mixed_precision=\"bfloat16\"")
+    add_set_argument(p, example='jit_compile=true mixed_precision="bfloat16"')
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch, to run the PyTorch reference in the same run")
     return p.parse_args()

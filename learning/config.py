@@ -77,6 +77,7 @@ class Config:
                                           # one host), 'multi_worker' (hosts, from TF_CONFIG)
     batch_norm_sync: bool = False         # batch-norm statistics over the global batch
     logical_cpu_devices: int = 0          # >= 1: split the CPU into this many devices
+    G_ema_decay: Optional[float] = None   # average of G's weights, e.g. 0.999; null/0: off
 
     def __post_init__(self):
         _validate(self)
@@ -129,10 +130,22 @@ class Config:
         write_json_atomic(path, self.to_dict())
 
 
+def add_set_argument(parser, example="--set num_epochs=5 batch_size=32"):
+    """The `--set KEY=VALUE ...` option, repeatable: `--set a=1 --set b=2` applies both
+    (argparse's plain nargs would keep only the last)."""
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override hyperparameters, e.g. {example}; repeatable, the "
+                             "later value wins for a repeated key")
+
+
 def parse_set(items):
-    """`--set KEY=VALUE` pairs to a dict; values parse as JSON where they can."""
-    out = {}
+    """`--set KEY=VALUE` pairs to a dict; values parse as JSON where they can. `items` is a
+    list of pairs, or of lists of pairs (one list per repeated --set); later pairs win."""
+    flat = []
     for item in items or []:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    out = {}
+    for item in flat:
         if "=" not in item:
             raise UserError(f"--set '{item}': expected KEY=VALUE, e.g. --set num_epochs=5")
         k, v = item.split("=", 1)
@@ -207,6 +220,11 @@ def _validate(c):
     _check_range("label_smoothing", c.label_smoothing, lo=0, hi=0.5)
     _check_range("fake_label_smoothing", c.fake_label_smoothing, lo=0, hi=0.5)
     _check_range("leaky_alpha", c.leaky_alpha, lo=0, hi=1)
+    _check_type("G_ema_decay", c.G_ema_decay, (float, int), allow_none=True,
+                what="a number in [0, 1) or null")
+    if c.G_ema_decay is not None and not 0 <= c.G_ema_decay < 1:
+        raise UserError(f"hyperparameter 'G_ema_decay' = {c.G_ema_decay!r}: must be in "
+                        "[0, 1) (e.g. 0.999), or null or 0 for no average")
     for k in ["inception_path", "dataset_stats_path", "sample_dir", "data_dir"]:
         _check_type(k, getattr(c, k), (str,), allow_none=True, what="a path string or null")
     _choice("model", c.model, MODELS)

@@ -65,13 +65,16 @@ class FIDEvaluator(Evaluator):
         return "min"
 
     def _features_fn(self, model):
-        key = id(model)
+        ema = model.sample_ema
+        key = (id(model), ema)
         if key not in self._features_of:
-            extract, strategy = self.fid.inception.extract, self.strategy
+            extract, strategy = self.fid.inception.extract_pixels, self.strategy
 
             def replica_features(z, labels):
                 z, labels = distribute.replica_slice(z), distribute.replica_slice(labels)
-                return extract(model.G(z, labels, training=False))
+                images = model.G(z, labels, training=False, ema=ema)
+                # Scored as the images a sample PNG would hold, not as floats no file can.
+                return extract(fid_lib.quantize(images))
 
             @tf.function
             def features(z, labels):
@@ -148,5 +151,15 @@ def ensure_dataset_statistics(config, images, inception, verbose=True):
     features = inception.features(images[idx], batch_size=config.batch_size_eval)
     mu, sigma = fid_lib.compute_statistics(features)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # The features too (float32, as the network gives them): KID needs them, not only
+    # mu and sigma. First, so that a statistics file always has its features beside it.
+    fid_lib._atomic_write(features_path(path),
+                          lambda f: np.save(f, features.astype(np.float32)))
     fid_lib.save_statistics(path, mu, sigma, n)
     return path
+
+
+def features_path(stats_path):
+    """Where the features of the real sample behind `stats_path` are kept."""
+    root, _ = os.path.splitext(stats_path)
+    return root + ".features.npy"

@@ -506,14 +506,25 @@ def _to_rgb(images):
     return tf.ensure_shape(images, [None, None, None, 3])
 
 
-def preprocess(images):
-    """[-1, 1] NHWC images (1 or 3 channels) -> the network's input, exactly as TTUR.
+def quantize(images):
+    """[-1, 1] floats -> the 8-bit pixel values in [0, 255] (as float32) that writing them to
+    a PNG gives (learning.utils.to_uint8). Generated images are scored this way, as
+    StyleGAN2-ADA and clean-fid do: on the images a file can hold. NaN stays NaN, so that a
+    broken generator is still seen as one."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    return tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0)
 
-    (x + 1) * 127.5 gives TTUR's [0, 255] pixels; TF1 bilinear resize to 299x299; then
-    (x - 128) / 128, so -1 maps to -1 and 1 maps to 127/128.
-    """
-    x = _to_rgb(tf.convert_to_tensor(images, tf.float32))
-    x = (x + 1.0) * 127.5
+
+def preprocess(images):
+    """[-1, 1] NHWC images (1 or 3 channels) -> the network's input, exactly as TTUR:
+    (x + 1) * 127.5 gives TTUR's [0, 255] pixels, then `preprocess_pixels`."""
+    return preprocess_pixels((tf.convert_to_tensor(images, tf.float32) + 1.0) * 127.5)
+
+
+def preprocess_pixels(pixels):
+    """[0, 255] NHWC pixels (1 or 3 channels) -> the network's input: TF1 bilinear resize to
+    299x299, then (x - 128) / 128, so 0 maps to -1 and 255 to 127/128."""
+    x = _to_rgb(tf.convert_to_tensor(pixels, tf.float32))
     x = resize_bilinear_tf1(x, [INPUT_SIZE, INPUT_SIZE])
     return (x - 128.0) / 128.0
 
@@ -554,8 +565,9 @@ class InceptionFeatures:
             self.model = load_inception(path)
             self._graph = None
         # One signature for every batch and image size: no retracing for a short last batch.
-        self.extract = tf.function(self._extract, input_signature=[
-            tf.TensorSpec([None, None, None, None], tf.float32)])
+        spec = [tf.TensorSpec([None, None, None, None], tf.float32)]
+        self.extract = tf.function(self._extract, input_signature=spec)
+        self.extract_pixels = tf.function(self._extract_pixels, input_signature=spec)
 
     def _extract(self, images):
         """float32 (N, H, W, C) in [-1, 1], C in {1, 3} -> float32 (N, 2048).
@@ -563,9 +575,15 @@ class InceptionFeatures:
         A tf.function; it may be called from inside another tf.function (generator -> features
         in one graph).
         """
+        return self._extract_pixels((images + 1.0) * 127.5)
+
+    def _extract_pixels(self, pixels):
+        """float32 (N, H, W, C) pixel values in [0, 255] -> float32 (N, 2048). Images read
+        from files and generated images quantised by `quantize` both come this way, so the
+        two see the very same input numbers."""
         if self._graph is not None:
-            return self._graph((_to_rgb(images) + 1.0) * 127.5)
-        return self.model(preprocess(images), training=False)
+            return self._graph(_to_rgb(pixels))
+        return self.model(preprocess_pixels(pixels), training=False)
 
     def features(self, images, batch_size=50):
         """NumPy images -> (N, 2048) float64 features, `batch_size` images per network call.
@@ -579,20 +597,20 @@ class InceptionFeatures:
             raise UserError(f"images must be (N, H, W, C) with 1 or 3 channels, "
                             f"got shape {images.shape}")
         if images.dtype == np.uint8:
-            convert = lambda batch: batch.astype(np.float32) / 127.5 - 1.0
+            extract, convert = self.extract_pixels, lambda batch: batch.astype(np.float32)
         elif np.issubdtype(images.dtype, np.floating):
             low, high = float(images.min(initial=0)), float(images.max(initial=0))
             if low < -1.001 or high > 1.001:
                 raise UserError(f"float images must be in [-1, 1], got [{low:.3g}, {high:.3g}]; "
                                 "pass uint8 for [0, 255] pixels")
-            convert = lambda batch: batch.astype(np.float32)
+            extract, convert = self.extract, lambda batch: batch.astype(np.float32)
         else:
             raise UserError(f"images must be uint8 in [0, 255] or float in [-1, 1], "
                             f"got dtype {images.dtype}")
         out = np.empty((len(images), FEATURE_DIM), np.float64)
         for start in range(0, len(images), batch_size):
             batch = convert(images[start:start + batch_size])
-            out[start:start + len(batch)] = self.extract(batch).numpy()
+            out[start:start + len(batch)] = extract(batch).numpy()
         return out
 
 

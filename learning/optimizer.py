@@ -86,9 +86,12 @@ class Optimizer(ABC):
         self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.data_state = DataState(self.train_set)
         # The sample grid's z is drawn once, so every sample_image_{step}.png shows the
-        # same faces growing up.
+        # same faces growing up; from a stream of its own, so that a bigger grid trains
+        # the same model.
         n_sample = self.sample_H * self.sample_W
-        self.sample_z = tf.Variable(model.sample_z(self.rng, n_sample), trainable=False)
+        self.sample_z = tf.Variable(
+            model.sample_z(utils.seeded_generator(config.seed, "sample grid"), n_sample),
+            trainable=False)
         self.sample_labels = tf.Variable(np.arange(n_sample) % max(model.num_classes, 1),
                                          dtype=tf.int32, trainable=False)
 
@@ -98,8 +101,9 @@ class Optimizer(ABC):
         self.optimize_G.build(model.generator.trainable_variables)
         self.optimize_D.build(model.discriminator.trainable_variables)
 
+        averaged = {} if model.generator_ema is None else {"generator_ema": model.generator_ema}
         self.checkpoint = tf.train.Checkpoint(
-            generator=model.generator, discriminator=model.discriminator,
+            generator=model.generator, discriminator=model.discriminator, **averaged,
             g_optimizer=self.optimize_G, d_optimizer=self.optimize_D,
             step=self.step, epoch=self.curr_epoch, best_score=self.best_score,
             num_bad_epochs=self.num_bad_epochs, learning_rate=self.curr_learning_rate,
@@ -113,7 +117,9 @@ class Optimizer(ABC):
             checkpoint_name="best")
         # What the step would need to undo with nan_policy 'skip'.
         self._state_variables = (model.generator.variables + model.discriminator.variables
-                                 + self.optimize_G.variables + self.optimize_D.variables)
+                                 + self.optimize_G.variables + self.optimize_D.variables
+                                 + (model.generator_ema.variables
+                                    if model.generator_ema is not None else []))
 
     @abstractmethod
     def _optimize_op(self, mode):
@@ -181,6 +187,8 @@ class Optimizer(ABC):
                 g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
                 scaled = self.optimize_G.scale_loss(g_loss)
             self.optimize_G.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
+            if model.generator_ema is not None:
+                model.update_ema(self.config.G_ema_decay)
         return {"d_loss": d_loss, "g_loss": g_loss}
 
     def _separate_d_updates(self, X, labels, z, fake_labels, d_vars):

@@ -12,6 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# ------------------------------------------------------------------ random streams
+def seeded_generator(seed, stream):
+    """A tf.random.Generator for one named use of `seed` ("sample grid", "fid", ...): the
+    streams are independent, so drawing more from one never shifts another."""
+    import tensorflow as tf
+    key = [seed] + list(stream.encode())
+    state = np.random.SeedSequence(key).generate_state(1, np.uint64)[0]
+    return tf.random.Generator.from_seed(int(state >> np.uint64(1)))
+
+
 # ------------------------------------------------------------------ images
 def to_uint8(images):
     """[-1, 1] floats to [0, 255] uint8 (non-finite pixels become 0)."""

@@ -58,7 +58,18 @@ class GAN(ABC):
         self.config = config
         self.generator = self._build_generator()
         self.discriminator = self._build_discriminator()
-        self._sampler = self._build_sampler()
+        # The exponential moving average of G's weights (G_ema_decay): a second generator
+        # of the same architecture that starts as a copy and trails G's weights. Built
+        # after D, so turning it on does not change how G and D are initialised.
+        self.generator_ema = None
+        if config.G_ema_decay:
+            self.generator_ema = self._build_generator()
+            for ema_v, v in zip(self.generator_ema.variables, self.generator.variables):
+                ema_v.assign(v)
+        # Samples, grids and FID use the average when there is one (test.py --no-ema
+        # turns this off).
+        self.sample_ema = self.generator_ema is not None
+        self._samplers = {}
 
     @abstractmethod
     def _build_generator(self):
@@ -68,18 +79,37 @@ class GAN(ABC):
     def _build_discriminator(self):
         """Return the discriminator, a keras.Model from images (and labels) to one logit."""
 
-    def _build_sampler(self):
+    def _sampler(self, *args):
         """The generator in inference mode: batch norm uses its moving averages, so an image
-        does not depend on the others in its batch."""
-        z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
-        if self.conditional:
-            return tf.function(lambda z, y: self.G(z, y, training=False),
-                               input_signature=[z_spec, tf.TensorSpec([None], tf.int32)])
-        return tf.function(lambda z: self.G(z, training=False), input_signature=[z_spec])
+        does not depend on the others in its batch. One traced function per generator."""
+        ema = self.sample_ema
+        if ema and self.generator_ema is None:
+            raise ValueError("sample_ema is set but the model has no averaged generator")
+        if ema not in self._samplers:
+            z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
+            if self.conditional:
+                fn = tf.function(lambda z, y: self.G(z, y, training=False, ema=ema),
+                                 input_signature=[z_spec, tf.TensorSpec([None], tf.int32)])
+            else:
+                fn = tf.function(lambda z: self.G(z, training=False, ema=ema),
+                                 input_signature=[z_spec])
+            self._samplers[ema] = fn
+        return self._samplers[ema](*args)
 
-    # Calling conventions shared by conditional and unconditional models.
-    def G(self, z, labels=None, training=False):
-        return self.generator(z, training=training)
+    def update_ema(self, decay):
+        """One step of the average: ema <- decay * ema + (1 - decay) * G, for every variable
+        of G, batch norm's moving mean and variance included (they are part of what the
+        averaged generator computes at inference)."""
+        for ema_v, v in zip(self.generator_ema.variables, self.generator.variables):
+            ema_v.assign(decay * ema_v + (1.0 - decay) * tf.cast(v, ema_v.dtype))
+
+    # Calling conventions shared by conditional and unconditional models. `ema`: run the
+    # averaged generator instead of the trained one.
+    def _generator(self, ema):
+        return self.generator_ema if ema else self.generator
+
+    def G(self, z, labels=None, training=False, ema=False):
+        return self._generator(ema)(z, training=training)
 
     def D(self, x, labels=None, training=False):
         return self.discriminator(x, training=training)
@@ -262,8 +292,9 @@ class CGAN(GAN):
         and start every layer from the same random stream."""
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
 
-    def G(self, z, labels=None, training=False):
-        return self.generator([z, tf.one_hot(labels, self.num_classes)], training=training)
+    def G(self, z, labels=None, training=False, ema=False):
+        return self._generator(ema)([z, tf.one_hot(labels, self.num_classes)],
+                                    training=training)
 
     def D(self, x, labels=None, training=False):
         return self.discriminator([x, tf.one_hot(labels, self.num_classes)], training=training)

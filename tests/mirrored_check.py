@@ -1,7 +1,7 @@
 """Run by tests/test_distribute.py in its own process (logical devices must be set before
 TensorFlow starts). Each mode prints one JSON line.
 
-`mirrored_check.py N sync|nosync STEPS`: the first training steps on one device and on
+`mirrored_check.py N sync|nosync STEPS [ema]`: the first training steps on one device and on
 `mirrored` over N logical CPU devices, same global batch and seed, batch norm synchronised
 or not: the losses of both and the largest differences of the variables, in two groups:
 
@@ -40,7 +40,8 @@ def run(config, strategy, images, steps, save_dir):
         out = opt._train_step(X, None)
         losses.append([float(out["d_loss"]), float(out["g_loss"])])
     variables = model.generator.variables + model.discriminator.variables \
-        + opt.optimize_G.variables + opt.optimize_D.variables
+        + opt.optimize_G.variables + opt.optimize_D.variables \
+        + (model.generator_ema.variables if model.generator_ema is not None else [])
     return losses, {f"{i}:{v.path}": np.array(v.numpy()) for i, v in enumerate(variables)}
 
 
@@ -87,10 +88,11 @@ def main():
     from learning.config import Config
     replicas, mode = int(sys.argv[1]), sys.argv[2]
     sync, steps = mode == "sync", int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    ema = 0.9 if len(sys.argv) > 4 and sys.argv[4] == "ema" else None
     config = Config(model="dcgan", dataset="folder", image_size=(16, 16), batch_size=8,
                     z_dim=8, G_FC_layer_channel=16, G_channel=8, D_channel=8, sample_H=2,
                     sample_W=2, eval_every=0, batch_norm_sync=sync, strategy="mirrored",
-                    logical_cpu_devices=replicas)
+                    logical_cpu_devices=replicas, G_ema_decay=ema)
     mirrored = distribute.make_strategy(config)
     if mode == "eval":
         return main_eval(config, mirrored)

@@ -65,3 +65,20 @@ def test_parse_set_reads_json_values():
         == {"num_epochs": 5, "image_size": [32, 32], "data_dir": "/x/y", "jit_compile": True}
     with pytest.raises(UserError, match="KEY=VALUE"):
         parse_set(["num_epochs"])
+
+
+def test_repeated_set_flags_all_count():
+    import argparse
+    from learning.config import add_set_argument
+    p = argparse.ArgumentParser()
+    add_set_argument(p)
+    args = p.parse_args(["--set", "num_epochs=5", "seed=1", "--set", "batch_size=32",
+                         "--set", "num_epochs=7"])
+    assert parse_set(args.set) == {"num_epochs": 7, "seed": 1, "batch_size": 32}
+
+
+def test_train_py_applies_every_set_flag():
+    import train
+    args = train.parse_args(["--set", "num_epochs=3", "--set", "seed=2", "batch_size=16"])
+    config = train.resolve_config(args)
+    assert (config.num_epochs, config.seed, config.batch_size) == (3, 2, 16)

@@ -27,9 +27,9 @@ def python(*args, env=None, timeout=300):
                           timeout=timeout, env=env)
 
 
-def mirrored_check(replicas, sync, steps):
+def mirrored_check(replicas, sync, steps, *extra):
     r = python(os.path.join(ROOT, "tests", "mirrored_check.py"), str(replicas),
-               "sync" if sync else "nosync", str(steps))
+               "sync" if sync else "nosync", str(steps), *extra)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -43,6 +43,16 @@ def test_mirrored_on_two_cpu_devices_trains_what_one_device_trains():
     assert out["max_diff_exact"] < 1e-5
     # Biases in front of batch norm get rounding noise for a gradient, and Adam turns it
     # into steps of at most the learning rate: 3 updates a step, 2 steps.
+    assert out["max_diff_noisy"] <= 2 * 3 * 2 * LEARNING_RATE
+
+
+def test_mirrored_keeps_the_generator_average_one_device_keeps():
+    """G_ema_decay under mirrored: the average is updated on every replica alike."""
+    out = mirrored_check(2, True, 2, "ema")
+    plain = mirrored_check(2, True, 2)
+    assert out["num_variables"] > plain["num_variables"]      # the average is compared too
+    np.testing.assert_allclose(out["many"], out["one"], rtol=1e-5)
+    assert out["max_diff_exact"] < 1e-5
     assert out["max_diff_noisy"] <= 2 * 3 * 2 * LEARNING_RATE
 
 

@@ -220,7 +220,7 @@ class _StubFID:
     class inception:
         @staticmethod
         @tf.function
-        def extract(images):
+        def extract_pixels(images):
             m = tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
             return tf.tile(m, [1, 4]) + tf.random.normal([tf.shape(images)[0], 4])
 
