@@ -1,11 +1,13 @@
 """Sample, interpolate and score a trained GAN:
 `python test.py --save-dir DIR [--checkpoint PATH] [--n-samples N] [--seed S]
-[--walk] [--arithmetic [GROUPS]]`.
+[--walk] [--arithmetic [GROUPS]] [--d-features [N]]`.
 
 Writes into DIR: sample_random.png (sample_H x sample_W random samples), interpolate.png
 (11 images from one random z to another), and for the models that have them
 z0_sweep.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
-arithmetic.png (--arithmetic). Prints the FID over N samples as its last line: `FID: <value>`.
+arithmetic.png (--arithmetic), d_features.png (--d-features, DCGAN only). Prints the FID
+over N samples as `FID: <value>`, then `KID: <mean> ± <std>` when the real sample's
+features are cached beside the dataset statistics (they are, once computed by this code).
 """
 import argparse
 import os
@@ -33,6 +35,10 @@ def parse_args(argv=None):
                    help="also write arithmetic.png, A - B + C on means of three z's; GROUPS "
                         "picks the triples by index in sample_random.png, e.g. "
                         "'1,2,3;4,5,6;7,8,9' (default: random triples)")
+    p.add_argument("--d-features", nargs="?", const=8, type=int, default=None, metavar="N",
+                   help="also write d_features.png, guided backprop of the discriminator's "
+                        "strongest last-conv filters on N training images (default 8), the "
+                        "trained D beside D as initialised (the DCGAN paper's last figure)")
     p.add_argument("--weights", default=None, help="Inception weights (default: inception_path)")
     add_set_argument(p, example="--set stats_sample_size=10000 batch_size_eval=50 (for "
                      "the evaluation keys; the model's own come from hyperparam.json)")
@@ -43,6 +49,9 @@ def parse_args(argv=None):
                         "a checkpoint of the generator(s) only (no optimizer state); then stop")
     p.add_argument("--with-discriminator", action="store_true",
                    help="with --export: keep the discriminator too")
+    p.add_argument("--ema-only", action="store_true",
+                   help="with --export: keep the averaged generator and not the trained one "
+                        "(half the size; test.py samples and scores the average anyway)")
     return p.parse_args(argv)
 
 
@@ -51,19 +60,21 @@ TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "datase
              "inception_path", "sample_H", "sample_W", "data_dir", "max_images"}
 
 
-def find_checkpoint(save_dir, explicit=None):
-    """The checkpoint to load: the one given, else the best, else the latest."""
+def find_checkpoints(save_dir, explicit=None):
+    """The checkpoints to try, in order: the one given; else the best, then the latest ones,
+    newest first (restore_newest_readable takes the first that reads whole)."""
     import tensorflow as tf
+    from learning.optimizer import checkpoint_candidates
     if explicit:
         if not tf.io.gfile.glob(explicit + ".index"):
             raise UserError(f"checkpoint '{explicit}' not found (expected {explicit}.index): "
                             f"see {os.path.join(save_dir, 'best')} and "
                             f"{os.path.join(save_dir, 'checkpoints')}")
-        return explicit
-    for sub in ("best", "checkpoints"):
-        path = tf.train.latest_checkpoint(os.path.join(save_dir, sub))
-        if path:
-            return path
+        return [explicit]
+    paths = [p for sub in ("best", "checkpoints")
+             for p in checkpoint_candidates(os.path.join(save_dir, sub))]
+    if paths:
+        return paths
     raise UserError(f"no checkpoint in '{save_dir}' (looked in best/ and checkpoints/): "
                     "train first with `python train.py --save-dir DIR`")
 
@@ -96,17 +107,36 @@ def main(argv=None):
     import tensorflow as tf
     from datasets.data import image_shape
     from learning import utils
-    from learning.optimizer import restore_checkpoint
+    from learning.optimizer import restore_newest_readable
     from models.nn import build_model
 
     """ 1. The model, restored """
     model = build_model(config, image_shape(config))
-    ckpt_path = find_checkpoint(args.save_dir, args.checkpoint)
-    parts = generator_parts(model, args.with_discriminator)
-    restore_checkpoint(tf.train.Checkpoint(**parts), ckpt_path, partial=True)
+    # --d-features needs D; an export keeps only what --with-discriminator asks for.
+    conv_d = config.model not in ("fc_gan", "cgan")
+    show_d = args.d_features is not None and conv_d and not args.export
+    candidates = find_checkpoints(args.save_dir, args.checkpoint)
+    names = checkpoint_names(candidates)
+    if show_d:
+        require_discriminator(candidates, names)
+    parts = generator_parts(model, args.with_discriminator or show_d, names)
+    if "generator" not in parts and (args.no_ema or args.export and not args.ema_only):
+        raise UserError(f"'{args.save_dir}' holds only the averaged generator (exported with "
+                        "--ema-only): --no-ema and a full --export need the training run "
+                        "folder")
+    ckpt_path = restore_newest_readable(tf.train.Checkpoint(**parts), candidates,
+                                        partial=True)
     print(f"restored {ckpt_path}")
+    # The averaged generator's batch-norm statistics, recomputed for its weights exactly as
+    # the trainer does at the end of an epoch (the same numbers for a checkpoint it saved).
+    model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
+                          batch_size=config.batch_size)
     if args.export:
-        export(args.save_dir, args.export, config, parts, ckpt_path)
+        if args.ema_only and model.generator_ema is None:
+            raise UserError("--ema-only: this run keeps no average of its generator "
+                            "(G_ema_decay is off)")
+        shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
+        export(args.save_dir, args.export, config, shipped, ckpt_path)
         return 0
     if model.generator_ema is not None:
         model.sample_ema = not args.no_ema
@@ -138,9 +168,10 @@ def main(argv=None):
         save("z0_sweep", model.generate(utils.z0_sweep(draw_z(1)[0], 100)),
              10, 10)
     if model.conditional:
-        # Ten rows, each the digits 0 to 9 in order: the post's check.
-        zc = draw_z(100)
-        save("class_grid", model.generate(zc, labels=np.tile(np.arange(10), 10)), 10, 10)
+        # Ten rows, each the classes in order (the digits 0 to 9 for MNIST): the post's check.
+        k = config.num_classes
+        zc = draw_z(10 * k)
+        save("class_grid", model.generate(zc, labels=np.tile(np.arange(k), 10)), 10, k)
     if args.walk and not model.conditional:
         frames = utils.latent_walk(model, draw_z(5), steps=16)
         print("wrote", utils.make_gif(frames, os.path.join(args.save_dir, "latent_walk.gif"),
@@ -150,7 +181,15 @@ def main(argv=None):
         grid = utils.vector_arithmetic(model, z, groups)
         save("arithmetic", grid, 4, 4)
 
-    """ 4. FID """
+    """ 4. What D's filters learned """
+    if args.d_features is not None and not conv_d:
+        print(f"--d-features: {config.model} has a fully connected discriminator: no "
+              "filters to show")
+    if show_d:
+        print("wrote", write_d_features(config, model, args.d_features, args.save_dir,
+                                        args.seed))
+
+    """ 5. FID """
     n = config.eval_sample_size if args.n_samples is None else args.n_samples
     if n > 0:
         value, kid = score(config, model, n, args.seed)
@@ -160,15 +199,56 @@ def main(argv=None):
     return 0
 
 
-def generator_parts(model, with_discriminator=False):
+def checkpoint_names(paths):
+    """The objects (generator, generator_ema, discriminator, ...) that the first readable
+    checkpoint of `paths` holds, or None when none reads (restore_newest_readable then
+    says why)."""
+    import tensorflow as tf
+    for path in paths:
+        try:
+            return {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+        except (tf.errors.OpError, ValueError):
+            continue
+    return None
+
+
+def generator_parts(model, with_discriminator=False, names=None):
     """What test.py restores: the generator, its average if the run keeps one, and the
-    discriminator only when asked (a shipped run folder may not hold it)."""
+    discriminator only when asked. A shipped folder (`--export --ema-only`) may hold the
+    average alone: then that is all there is to restore."""
     parts = {"generator": model.generator}
+    if (names is not None and "generator" not in names and "generator_ema" in names
+            and model.generator_ema is not None):
+        del parts["generator"]
     if model.generator_ema is not None:
         parts["generator_ema"] = model.generator_ema
     if with_discriminator:
         parts["discriminator"] = model.discriminator
     return parts
+
+
+def require_discriminator(paths, names):
+    """--d-features needs D's weights, which an exported folder may not hold (`names`: what
+    the first readable of `paths` holds; restore_newest_readable reports damaged ones)."""
+    if names is not None and "discriminator" not in names:
+        raise UserError(f"--d-features: checkpoint '{paths[0]}' holds no discriminator: use "
+                        "the training run folder, or export it with `test.py --export "
+                        "DIR --with-discriminator`")
+
+
+def write_d_features(config, model, n, save_dir, seed):
+    """d_features.png: guided backprop of D's strongest last-conv filters on n training
+    images picked with `seed`, the run's D beside D as the run initialised it."""
+    from datasets.data import image_shape, load_images
+    from learning import d_features
+    if n < 1:
+        raise UserError(f"--d-features {n}: show at least 1 image")
+    images, _ = load_images(config)
+    pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
+    x = images[np.sort(pick)].astype(np.float32) / 127.5 - 1.0   # D sees [-1, 1]
+    initial = d_features.random_discriminator(config, image_shape(config))
+    return d_features.d_features_figure(model.discriminator, initial, x,
+                                        os.path.join(save_dir, "d_features.png"))
 
 
 def export(save_dir, out_dir, config, parts, ckpt_path):
@@ -182,9 +262,9 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
         raise UserError(f"--export '{out_dir}' already holds a checkpoint: remove it first "
                         "or choose another folder")
     os.makedirs(os.path.join(out_dir, "best"), exist_ok=True)
-    path = tf.train.Checkpoint(**parts).write(os.path.join(out_dir, "best", "best"))
-    with open(os.path.join(out_dir, "best", "checkpoint"), "w") as f:
-        f.write('model_checkpoint_path: "best"\nall_model_checkpoint_paths: "best"\n')
+    # save(), not write(): it records the checkpoint in best/checkpoint, with the save
+    # counter that a restore expects to find.
+    path = tf.train.Checkpoint(**parts).save(os.path.join(out_dir, "best", "best"))
     # Statistics live in each user's cache, not at the trainer's path.
     config.replace(dataset_stats_path=None).save(os.path.join(out_dir, "hyperparam.json"))
     best = read_best(save_dir) or {}
@@ -198,7 +278,8 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
 def score(config, model, n, seed):
     """FID of n samples against the dataset statistics the run used (computed if missing),
     and KID when the real features are cached beside the statistics."""
-    from learning.evaluator import FIDEvaluator, ensure_dataset_statistics
+    from learning.evaluator import (FIDEvaluator, check_provenance,
+                                    ensure_dataset_statistics)
     from learning.fid import FID, kernel_inception_distance
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
@@ -206,9 +287,16 @@ def score(config, model, n, seed):
         from datasets.data import load_images
         images, _ = load_images(config)
         stats = ensure_dataset_statistics(config, images, fid.inception)
+    else:
+        # A file named in hyperparam.json: checked against what can be known without
+        # reading the data (ensure_dataset_statistics also checks the images themselves).
+        check_provenance(stats, {
+            "image_size": list(config.image_size) if config.image_size else None,
+            "crop": config.crop_size, "inception_sha1": fid.inception.weights_sha1,
+            "n": config.stats_sample_size})
     fid.load_dataset_statistics(stats)
     evaluator = FIDEvaluator(fid, n, config.batch_size_eval, config.score_threshold)
-    value = evaluator.score(model, seed=seed)
+    value = evaluator.score(model, seed=seed, verbose=True)   # 10,000 samples: minutes
     kid = None
     real = features_path(stats)
     if os.path.exists(real) and len(fid.feature_gen) >= 2:

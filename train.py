@@ -9,11 +9,13 @@ import argparse
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from learning import distribute  # noqa: E402
-from learning.config import Config, add_set_argument, parse_set  # noqa: E402
+from learning.config import (Config, add_set_argument, parse_set,  # noqa: E402
+                             resume_changes)
 from learning.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -60,20 +62,100 @@ def check_save_dir(save_dir, config):
                         "choose another folder") from None
     old_path = os.path.join(save_dir, "hyperparam.json")
     if os.path.exists(os.path.join(save_dir, "checkpoints")) and os.path.exists(old_path):
-        old = Config.from_json(old_path)
-        arch = ["model", "z_dim", "G_FC_layer_channel", "G_channel", "D_channel",
-                "image_size", "crop_size", "dataset", "G_hidden", "D_hidden", "num_classes"]
-        diff = [k for k in arch if getattr(old, k) != getattr(config, k)]
-        if diff:
-            k = diff[0]
-            raise UserError(f"--save-dir '{save_dir}' holds a run with {k}="
-                            f"{json.dumps(_jsonable(getattr(old, k)))}, not "
-                            f"{json.dumps(_jsonable(getattr(config, k)))}: use a new "
-                            "--save-dir, or the run's own settings to resume it")
+        # Fails in a second, before TensorFlow loads; the optimizer checks the config the
+        # checkpoint itself holds again when it resumes.
+        resume_changes(Config.from_json(old_path), config,
+                       where=f"--save-dir '{save_dir}' holds a run")
 
 
-def _jsonable(v):
-    return list(v) if isinstance(v, tuple) else v
+LOCK_FILE = ".lock"
+
+
+def lock_save_dir(save_dir):
+    """Claim the run folder for this process, so that two train.py never write one folder.
+
+    `save_dir/.lock` holds this process's pid, host and start time, under an exclusive
+    flock: the kernel drops a flock when its process dies, kill -9 included, so a lock
+    file whose flock can be taken was left by a process that is gone, and is taken over
+    (on a file system without flock: when its pid is not running). One written on another
+    host is not (its flock may not reach this host): the error says which process to
+    check. Returns the function that releases the lock (also run at exit)."""
+    import atexit
+    import fcntl
+    import socket
+    path = os.path.join(save_dir, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        flocked = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_lock(fd)
+            os.close(fd)
+            raise UserError(_in_use(save_dir, holder)) from None
+        except OSError:
+            flocked = False
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # locked a file its owner had just removed: take the new one
+    holder, host = _read_lock(fd), socket.gethostname()
+    if holder and (holder.get("host") != host
+                   or not flocked and _running(holder.get("pid"))):
+        os.close(fd)
+        raise UserError(_in_use(save_dir, holder) + f" (if it has stopped, delete {path})")
+    if holder:
+        print(f"taking over the lock of pid {holder.get('pid')} (started "
+              f"{holder.get('started')}), which is no longer running")
+    record = {"pid": os.getpid(), "host": host,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    os.fsync(fd)
+    released = []
+
+    def release():
+        """Remove the file, then drop the flock: no one can take a removed file."""
+        if not released:
+            released.append(True)
+            if _same_file(fd, path):
+                os.remove(path)
+            os.close(fd)
+    atexit.register(release)
+    return release
+
+
+def _read_lock(fd):
+    """The lock file's record, or None when it is empty or unreadable."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _running(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (TypeError, ValueError, PermissionError):
+        return True  # someone else's process, or a record we cannot read: assume so
+    return True
+
+
+def _same_file(fd, path):
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _in_use(save_dir, holder):
+    who = ("train.py (pid {pid} on host {host}, started {started})".format(**holder)
+           if holder and {"pid", "host", "started"} <= set(holder)
+           else "another train.py (its lock is still being written)")
+    return (f"--save-dir '{save_dir}' is in use by {who}; wait for it or stop it, or choose "
+            "another --save-dir")
 
 
 @exit_on_user_error
@@ -84,9 +166,17 @@ def main(argv=None):
     save_dir = args.save_dir or os.path.join("runs", name)
     # In a multi-worker run only the chief writes --save-dir (and needs to see it).
     chief = distribute.is_chief_task(config)
-    if not args.dry_run and chief:
-        check_save_dir(save_dir, config)
+    if args.dry_run or not chief:
+        return _train(args, config, save_dir, chief)
+    check_save_dir(save_dir, config)
+    release = lock_save_dir(save_dir)
+    try:
+        return _train(args, config, save_dir, chief)
+    finally:
+        release()
 
+
+def _train(args, config, save_dir, chief):
     """ 1. Load the dataset (before TensorFlow loads: a wrong folder fails in a second) """
     from datasets.data import Dataset, load_images
     images, labels = load_images(config)
@@ -113,6 +203,9 @@ def main(argv=None):
         print(f"strategy {config.strategy}: {strategy.num_replicas_in_sync} replicas, "
               f"{config.batch_size // strategy.num_replicas_in_sync} images each")
     if config.mixed_precision:
+        warning = distribute.bfloat16_warning(config)
+        if warning:
+            print(warning, file=sys.stderr)
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

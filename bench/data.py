@@ -19,7 +19,9 @@ touches (decoder buffers, thread stacks, temporaries), not only NumPy allocation
 separate untimed run reports tracemalloc's peak (NumPy and Python allocations only) as a
 cross-check. The best of `--repeats` runs is reported for speed.
 
-Human-readable lines first, then ONE JSON line.
+Human-readable lines first, then ONE JSON line, which records the machine (CPU model, cores,
+flags, TensorFlow, oneDNN: bench/common.py). No matmul ceiling here: decoding and resizing
+images is not dense arithmetic, so GFLOP/s would not describe it.
 """
 import argparse
 import json
@@ -188,6 +190,8 @@ def main():
         'max_abs_diff_vs_skimage': round(max_diff, 1),
     }
     result['peak_over_array'] = round(result['peak_rss_mb'] / result['array_mb'], 3)
+    from bench.common import machine_info  # after the loads: TensorFlow is not imported there
+    result['machine'] = machine_info()
     print(f"read_data: {result['read_images_per_sec']} images/s, output "
           f"{ours['shape']} {ours['dtype']} = {result['array_mb']} MB, peak RSS increase "
           f"{result['peak_rss_mb']} MB ({result['peak_over_array']}x the array; target <= 1.3); "

@@ -8,11 +8,15 @@ Prints readable lines, then one JSON line (the last) with `features_images_per_s
 network (`bench/torchscript_reference.py`) is timed in the same run, alternating with ours,
 and `torchscript_images_per_sec` and `features_vs_torchscript` are added. The distance is timed on full-rank 2048-d statistics built from 4096 correlated
 features per set, so both methods solve the same well-posed problem.
+
+The feature pass is also given as GFLOP/s, from the network's FLOPs per 299x299 image counted
+from its layers (bench/common.py; about 11.4 GFLOP), and as a share of a 4096x4096 float32
+`tf.matmul` timed in the same run; the JSON line records the machine (CPU model, cores,
+flags, TensorFlow, oneDNN).
 """
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,21 +28,10 @@ import tensorflow as tf
 from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import (describe_ceiling, forward_flops, machine_info,  # noqa: E402
+                          matmul_ceiling, pass_speed)
 from learning import fid  # noqa: E402  (the path above makes the repo importable)
-
-
-def device_name():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"CPU: {model}, {os.cpu_count()} cores"
+from learning.inception import build_inception  # noqa: E402
 
 
 def feature_throughput(batch_size, batches, image_size):
@@ -92,9 +85,17 @@ def main():
                         help="a Python with torch: time the TorchScript network too")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating rounds of ours and TorchScript (with --torch-python)")
+    parser.add_argument("--matmul-size", type=int, default=4096,
+                        help="side of the square tf.matmul that gives the machine's ceiling")
     args = parser.parse_args()
-    device = device_name()
-    print(f"device: {device}")
+    machine = machine_info()
+    device = machine["device"]
+    print(f"device: {device}; flags {machine['flags']}; TensorFlow {machine['tf']}, "
+          f"oneDNN {'on' if machine['onednn'] else 'off'}")
+    # Counted on the network at its 299x299 input, whatever the images' size: the
+    # preprocessing resizes them first (its cost, elementwise, is left out).
+    flops = forward_flops(build_inception())
+    print(f"Inception pass: {flops / 1e9:.2f} GFLOP per image")
 
     ours_runs, torch_runs = [], []
     for _ in range(args.rounds if args.torch_python else 1):
@@ -109,6 +110,13 @@ def main():
             print(f"TorchScript default_1.pt (torch {ref['torch']}, {ref['threads']} threads): "
                   f"{ref['images_per_sec']:.1f} images/s (299x299 input)")
     per_sec = float(np.median(ours_runs))
+    ceiling = matmul_ceiling("float32", args.matmul_size)
+    print(describe_ceiling(ceiling))
+    gflops, share = pass_speed(per_sec, flops, ceiling)
+    print(f"features, median: {per_sec:.1f} images/s = {gflops} GFLOP/s, {share:.0%} of the matmul")
+    if torch_runs:
+        torch_gflops, torch_share = pass_speed(float(np.median(torch_runs)), flops, ceiling)
+        print(f"TorchScript: {torch_gflops} GFLOP/s, {torch_share:.0%} of the tf.matmul")
 
     mu1, sigma1 = structured_statistics(1)
     mu2, sigma2 = structured_statistics(2)
@@ -127,16 +135,20 @@ def main():
     if torch_runs:
         reference = float(np.median(torch_runs))
         extra = {"torchscript_images_per_sec": round(reference, 2),
-                 "features_vs_torchscript": round(per_sec / reference, 3)}
+                 "features_vs_torchscript": round(per_sec / reference, 3),
+                 "torchscript_gflops": torch_gflops, "torchscript_of_matmul": torch_share}
     print(json.dumps({
         "features_images_per_sec": round(per_sec, 2), **extra,
         "features_batch_size": args.batch_size,
         "features_image_size": args.image_size,
+        "inception_gflop_per_image": round(flops / 1e9, 3),
+        "matmul": ceiling, "features_gflops": gflops, "features_of_matmul": share,
         "frechet_seconds": round(frechet_seconds, 3),
         "scipy_sqrtm_seconds": round(sqrtm_seconds, 3),
         "relative_difference": relative,
         "speedup": round(sqrtm_seconds / frechet_seconds, 2),
         "device": device,
+        "machine": machine,
     }))
 
 

@@ -9,6 +9,10 @@ that train.py uses, fed by Dataset.next_batch, on random images already in memor
   loop_overhead     loop_step_ms / step_ms - 1 (target: under 5%)
 With --torch-python, the same network and step in PyTorch (bench/torch_reference.py) runs
 in the same session as the reference, and `vs_torch` is our images/s over its images/s.
+Each pass is also given as GFLOP/s (the step's FLOPs counted from the layers, see
+bench/common.py) and as a share of a 4096x4096 `tf.matmul` timed in the same run, in the
+step's dtype (float32, or bfloat16/float16 under mixed_precision). The JSON line also
+records the machine (CPU model, cores, flags, TensorFlow, oneDNN).
 The last line is JSON.
 """
 import argparse
@@ -26,7 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.common import (compute_dtype, describe_ceiling, gan_step_flops,  # noqa: E402
+                          machine_info, matmul_ceiling, pass_speed)
 from datasets.data import Dataset  # noqa: E402
+from learning import distribute  # noqa: E402
 from learning.config import Config, add_set_argument  # noqa: E402
 from learning.optimizer import MomentumOptimizer  # noqa: E402
 from models.nn import build_model  # noqa: E402
@@ -39,17 +46,12 @@ def parse_args():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--matmul-size", type=int, default=4096,
+                   help="side of the square tf.matmul that gives the machine's ceiling")
     add_set_argument(p, example='jit_compile=true mixed_precision="bfloat16"')
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch, to run the PyTorch reference in the same run")
     return p.parse_args()
-
-
-def device_name():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return f"CPU ({os.cpu_count()} cores)"
 
 
 def main():
@@ -61,11 +63,15 @@ def main():
                                         sample_every=0).to_dict(), **parse_set(args.set)})
     if config.mixed_precision:
         import keras
+        warning = distribute.bfloat16_warning(config)
+        if warning:
+            print(warning)
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     images = np.random.default_rng(0).integers(0, 256, (1024, s, s, 3), dtype=np.uint8)
     train_set = Dataset(images, seed=0)
     with tempfile.TemporaryDirectory() as save_dir:
         model = build_model(config, (s, s, 3))
+        flops = gan_step_flops(model, config)
         trainer = MomentumOptimizer(model, train_set, None, config, save_dir)
         batches = [tf.constant(train_set.next_batch(args.batch_size))
                    for _ in range(args.steps + args.warmup)]
@@ -77,6 +83,8 @@ def main():
             float(trainer._train_step(X, None)["d_loss"])
             times.append(time.perf_counter() - t)
         step_ms = statistics.median(times) * 1000
+        # The ceiling next to the timed steps, so both see the same machine load.
+        ceiling = matmul_ceiling(compute_dtype(config.mixed_precision), args.matmul_size)
 
         # The loop as train.py runs it, over the same number of steps.
         trainer.steps_per_epoch = args.steps
@@ -85,14 +93,29 @@ def main():
         trainer._run_epoch(1, writer, verbose=True)
         loop_step_ms = (time.perf_counter() - t) / args.steps * 1000
 
+    images_per_sec = args.batch_size / step_ms * 1000
+    loop_images_per_sec = args.batch_size / loop_step_ms * 1000
+    step_gflops, step_share = pass_speed(images_per_sec, flops["step"], ceiling)
+    loop_gflops, loop_share = pass_speed(loop_images_per_sec, flops["step"], ceiling)
+    machine = machine_info()
     result = {"bench": "train_step", "model": args.model, "batch_size": args.batch_size,
-              "image_size": s, "device": device_name(), "tf": tf.__version__,
+              "image_size": s, "device": machine["device"], "tf": tf.__version__,
               "settings": parse_set(args.set), "step_ms": round(step_ms, 2),
-              "images_per_sec": round(args.batch_size / step_ms * 1000, 2),
+              "images_per_sec": round(images_per_sec, 2),
               "loop_step_ms": round(loop_step_ms, 2),
-              "loop_overhead": round(loop_step_ms / step_ms - 1, 4)}
-    print(f"trainer step: {step_ms:.1f} ms ({result['images_per_sec']} images/s); "
-          f"through the loop {loop_step_ms:.1f} ms per step")
+              "loop_overhead": round(loop_step_ms / step_ms - 1, 4),
+              "gflop_per_image": {k: round(v / 1e9, 4) for k, v in flops.items()},
+              "matmul": ceiling, "step_gflops": step_gflops, "step_of_matmul": step_share,
+              "loop_gflops": loop_gflops, "loop_of_matmul": loop_share, "machine": machine}
+    print(f"{machine['device']}; flags {machine['flags']}; TensorFlow {tf.__version__}, "
+          f"oneDNN {'on' if machine['onednn'] else 'off'}")
+    print(f"FLOPs per image: G forward {flops['G_forward'] / 1e9:.3f} G, D forward "
+          f"{flops['D_forward'] / 1e9:.3f} G, step {flops['step'] / 1e9:.3f} G "
+          f"(1 D + {config.g_updates_per_step} G updates)")
+    print(describe_ceiling(ceiling))
+    print(f"trainer step: {step_ms:.1f} ms ({result['images_per_sec']} images/s) = "
+          f"{step_gflops} GFLOP/s, {step_share:.0%} of the matmul; through the loop "
+          f"{loop_step_ms:.1f} ms per step = {loop_gflops} GFLOP/s, {loop_share:.0%}")
     if args.torch_python:
         ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
         out = subprocess.run([args.torch_python, ref, "--batch-size", str(args.batch_size),
@@ -101,7 +124,11 @@ def main():
         torch_result = json.loads(out.stdout.strip().splitlines()[-1])
         result["torch_images_per_sec"] = round(torch_result["images_per_sec"], 2)
         result["vs_torch"] = round(result["images_per_sec"] / torch_result["images_per_sec"], 3)
-        print(f"PyTorch reference: {torch_result['images_per_sec']:.1f} images/s; "
+        torch_gflops, torch_share = pass_speed(torch_result["images_per_sec"], flops["step"],
+                                               ceiling)
+        result.update(torch_gflops=torch_gflops, torch_of_matmul=torch_share)
+        print(f"PyTorch reference: {torch_result['images_per_sec']:.1f} images/s = "
+              f"{torch_gflops} GFLOP/s, {torch_share:.0%} of the tf.matmul; "
               f"ours / PyTorch = {result['vs_torch']}")
     print(json.dumps(result))
 

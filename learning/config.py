@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from learning.errors import UserError
+from learning.files import write_json_atomic
 
 MODELS = ("dcgan", "fc_gan", "cgan")
 DATASETS = ("mnist", "folder")
@@ -30,7 +31,7 @@ class Config:
     num_epochs: int = 100
     init_learning_rate: float = 2e-4
     momentum: float = 0.5                 # used as Adam's beta_1, as in the tutorial
-    learning_rate_patience: int = 10
+    learning_rate_patience: int = 10      # FID evaluations (not epochs) with no better score
     learning_rate_decay: float = 1.0      # 1.0: no decay (the tutorial switched it off)
     eps: float = 1e-8
     score_threshold: float = 1e-4
@@ -54,9 +55,10 @@ class Config:
     crop_size: Optional[int] = None
     max_images: Optional[int] = None      # read at most this many images (None: all)
     seed: int = 0
-    steps_per_epoch: Optional[int] = None  # None: num_examples // batch_size
+    steps_per_epoch: Optional[int] = None  # None: num_examples // batch_size; else the
+                                          # epoch's length, more or fewer than one pass
     eval_every: int = 1                   # epochs between FID evaluations; 0: never
-    sample_every: int = 1                 # epochs between sample grids
+    sample_every: int = 1                 # epochs between sample grids; 0: the last only
     g_updates_per_step: int = 2           # the tutorial updates G twice per D update
     d_separate_updates: bool = False      # True: D steps on a fake-only, then a real-only
                                           # batch (the MNIST slides); False: one step on both
@@ -126,7 +128,6 @@ class Config:
 
     def save(self, path):
         """Write the resolved config as JSON, atomically."""
-        from learning.utils import write_json_atomic
         write_json_atomic(path, self.to_dict())
 
 
@@ -154,6 +155,40 @@ def parse_set(items):
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
+
+
+# ---------------------------------------------------------------- resuming
+# What a resume may not change: the networks and the data they were built for, and the
+# size of the sample grid whose z the checkpoint holds.
+ARCHITECTURE_KEYS = ("model", "z_dim", "G_FC_layer_channel", "G_channel", "D_channel",
+                     "image_size", "crop_size", "dataset", "G_hidden", "D_hidden",
+                     "num_classes", "sample_H", "sample_W")
+
+
+def resume_changes(old, new, where="the run was made"):
+    """The keys a resume changes, {key: [old, new]} as JSON values, or a UserError for a
+    change the run cannot take.
+
+    Refused: ARCHITECTURE_KEYS, and turning G_ema_decay on or off (that adds or drops the
+    averaged generator; its value may change while it stays on). Every other key may
+    change, and takes effect from the resumed epoch: the schedule (num_epochs,
+    init_learning_rate, learning_rate_patience, learning_rate_decay), the step
+    (label_smoothing, fake_label_smoothing, g_updates_per_step, ...), evaluation, samples
+    and logging. Two need a word: a new init_learning_rate restarts the learning rate at
+    that value (the checkpoint holds the decayed one), and a new seed only changes the
+    FID samples (the training's random streams continue from the checkpoint).
+    """
+    for k in ARCHITECTURE_KEYS:
+        if getattr(old, k) != getattr(new, k):
+            raise UserError(f"{where} with {k}={json.dumps(old.to_dict()[k])}, not "
+                            f"{json.dumps(new.to_dict()[k])}: use a new --save-dir, or the "
+                            "run's own settings to resume it")
+    if bool(old.G_ema_decay) != bool(new.G_ema_decay):
+        raise UserError(f"{where} with G_ema_decay={json.dumps(old.G_ema_decay)}, not "
+                        f"{json.dumps(new.G_ema_decay)}: the average of G cannot be turned "
+                        "on or off in a resume; use a new --save-dir")
+    a, b = old.to_dict(), new.to_dict()
+    return {k: [a[k], b[k]] for k in a if a[k] != b[k]}
 
 
 # ---------------------------------------------------------------- checking

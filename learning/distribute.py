@@ -116,6 +116,41 @@ def remove_worker_dir(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (`avx2`, `avx512f`, `avx512_bf16`, `amx_bf16`, ...) as a set;
+    empty where /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bfloat16_warning(config):
+    """A one-line warning when `mixed_precision: "bfloat16"` will run on a CPU without
+    bfloat16 instructions (neither flag of BFLOAT16_CPU_FLAGS): there TensorFlow converts to
+    and from float32 around every op, which is slower than plain float32. None otherwise,
+    and on a machine with a GPU, which runs the step. bfloat16 was measured faster than
+    float32 only on a CPU with those instructions (README, Performance)."""
+    if config.mixed_precision != "bfloat16":
+        return None
+    flags = cpu_flags()
+    if any(flag in flags for flag in BFLOAT16_CPU_FLAGS):
+        return None
+    import tensorflow as tf
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    return ("warning: mixed_precision \"bfloat16\" on a CPU without bfloat16 instructions "
+            f"(no {' or '.join(BFLOAT16_CPU_FLAGS)} flag): TensorFlow emulates them, likely "
+            "slower than float32 (compare with bench/train_step.py)")
+
+
 def check_batch_size(batch_size, replicas):
     if batch_size % replicas:
         raise UserError(f"batch_size {batch_size} does not divide among {replicas} replicas: "

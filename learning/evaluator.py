@@ -5,6 +5,7 @@ with the same crop and resize as training, and cached.
 """
 import hashlib
 import os
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -12,6 +13,8 @@ import tensorflow as tf
 
 from learning import distribute
 from learning import fid as fid_lib
+from learning.errors import UserError
+from learning.files import write_atomic
 
 
 class Evaluator(ABC):
@@ -58,7 +61,8 @@ class FIDEvaluator(Evaluator):
 
     @property
     def worst_score(self):
-        return 1000.0
+        # Not 1000: a run whose FID starts above it could never save a best checkpoint.
+        return float("inf")
 
     @property
     def mode(self):
@@ -83,31 +87,42 @@ class FIDEvaluator(Evaluator):
             self._features_of[key] = features
         return self._features_of[key]
 
-    def score(self, model, seed=0, **kwargs):
+    def score(self, model, seed=0, verbose=False, **kwargs):
         """FID of `eval_sample_size` images from z ~ the model's prior (U(-1, 1) for the
         tutorial's DCGAN); conditional models get labels drawn uniformly. Returns inf when
-        the generated images are not finite: such a model is never "better"."""
+        the generated images are not finite: such a model is never "better".
+
+        `verbose`: a progress bar (when stderr is a terminal) and a closing timing line;
+        10,000 samples take 20 minutes on a CPU. Off by default: training and tests stay quiet.
+        """
         rng = tf.random.Generator.from_seed(seed)
         features_of = self._features_fn(model)
         self.fid.reset_FID()
         remaining = self.eval_sample_size
         replicas = self.strategy.num_replicas_in_sync
-        while remaining > 0:
-            n = min(self.batch_size_eval, remaining)
-            z = model.sample_z(rng, n)
-            labels = model.sample_labels(rng, n) if model.conditional else None
-            # Pad the batch to a multiple of the replicas; the padding's features are
-            # dropped, so the score is the same on any number of replicas.
-            pad = -n % replicas
-            if pad:
-                z = tf.pad(z, [[0, pad], [0, 0]])
-                labels = None if labels is None else tf.pad(labels, [[0, pad]])
-            features = features_of(z, labels).numpy()[:n]
-            if not np.all(np.isfinite(features)):
-                return float("inf")
-            self.fid.add_features(features)
-            remaining -= n
-        return float(self.fid.calculate_FID())
+        start_time = time.perf_counter()
+        with fid_lib.progress_bar(self.eval_sample_size, "FID samples", verbose) as bar:
+            while remaining > 0:
+                n = min(self.batch_size_eval, remaining)
+                z = model.sample_z(rng, n)
+                labels = model.sample_labels(rng, n) if model.conditional else None
+                # Pad the batch to a multiple of the replicas; the padding's features are
+                # dropped, so the score is the same on any number of replicas.
+                pad = -n % replicas
+                if pad:
+                    z = tf.pad(z, [[0, pad], [0, 0]])
+                    labels = None if labels is None else tf.pad(labels, [[0, pad]])
+                features = features_of(z, labels).numpy()[:n]
+                if not np.all(np.isfinite(features)):
+                    return float("inf")
+                self.fid.add_features(features)
+                remaining -= n
+                bar.update(n)
+        value = float(self.fid.calculate_FID())
+        if verbose:
+            print(fid_lib.timing_line(f"scored {self.eval_sample_size} samples",
+                                      self.eval_sample_size, time.perf_counter() - start_time))
+        return value
 
     def is_better(self, curr, best, **kwargs):
         """curr < best * (1 - score_threshold): only a relative improvement counts."""
@@ -118,8 +133,12 @@ class FIDEvaluator(Evaluator):
 # ------------------------------------------------------------------ dataset statistics
 def dataset_key(config, num_images):
     """Names the statistics of one (dataset, crop, size, sample count)."""
-    if config.dataset == "mnist":
-        source = "mnist-train"
+    if config.dataset == "mnist" and not config.data_dir:
+        source = "mnist-train"                  # the copy that installs with the package
+    elif config.dataset == "mnist":             # IDX files or an .npz: Fashion-MNIST, ...
+        path = os.path.abspath(config.data_dir)
+        digest = hashlib.sha1(path.encode()).hexdigest()[:10]
+        source = f"mnist-{os.path.basename(path.rstrip(os.sep)) or 'data'}-{digest}"
     else:
         path = os.path.abspath(config.data_dir or "")
         digest = hashlib.sha1(f"{path}:{num_images}".encode()).hexdigest()[:10]
@@ -137,29 +156,97 @@ def dataset_stats_path(config, num_images):
     return os.path.join(fid_lib.cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
 
 
+def _stats_sample(config, images):
+    """The indices of the `stats_sample_size` images the statistics are computed from."""
+    n = min(config.stats_sample_size, len(images))
+    return np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n])
+
+
+def dataset_provenance(config, images):
+    """What the dataset statistics for `config` are computed from, as `save_statistics`
+    records it: the data set, a SHA1 of the exact uint8 sample, crop, size, seed and n."""
+    idx = _stats_sample(config, images)
+    sample = np.ascontiguousarray(images[idx])
+    digest = hashlib.sha1(f"{sample.shape}".encode())
+    digest.update(sample.tobytes())
+    return {"source": config.dataset,
+            "identity": ("mnist-train" if config.dataset == "mnist"
+                         else os.path.abspath(config.data_dir or "")),
+            "sample_sha1": digest.hexdigest(), "crop": config.crop_size,
+            "image_size": list(config.image_size) if config.image_size else None,
+            "seed": config.seed, "selection": "seeded permutation, sorted", "n": len(idx)}
+
+
 def ensure_dataset_statistics(config, images, inception, verbose=True):
     """Return the path of the statistics for `images` (uint8, (N, H, W, C), as training sees
     them), computing them from `stats_sample_size` images drawn with `seed` if the file
     does not exist yet."""
     path = dataset_stats_path(config, len(images))
     if os.path.exists(path):
+        check_provenance(path, {**dataset_provenance(config, images),
+                                "inception_sha1": getattr(inception, "weights_sha1", None)})
         return path
-    n = min(config.stats_sample_size, len(images))
-    idx = np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n])
+    idx = _stats_sample(config, images)
+    n = len(idx)
     if verbose:
         print(f"computing dataset statistics from {n} images -> {path}")
-    features = inception.features(images[idx], batch_size=config.batch_size_eval)
+    # A bar, then how long it took: 10,000 images take about 20 minutes on a CPU.
+    features = inception.features(images[idx], batch_size=config.batch_size_eval,
+                                  verbose=verbose)
     mu, sigma = fid_lib.compute_statistics(features)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # The features too (float32, as the network gives them): KID needs them, not only
     # mu and sigma. First, so that a statistics file always has its features beside it.
-    fid_lib._atomic_write(features_path(path),
-                          lambda f: np.save(f, features.astype(np.float32)))
-    fid_lib.save_statistics(path, mu, sigma, n)
+    write_atomic(features_path(path), lambda f: np.save(f, features.astype(np.float32)))
+    provenance = {**dataset_provenance(config, images),
+                  "inception_sha1": getattr(inception, "weights_sha1", fid_lib.PT_SHA1)}
+    fid_lib.save_statistics(path, mu, sigma, n, provenance)
     return path
 
 
-def features_path(stats_path):
-    """Where the features of the real sample behind `stats_path` are kept."""
-    root, _ = os.path.splitext(stats_path)
-    return root + ".features.npy"
+def check_provenance(path, expected):
+    """Refuse statistics that describe something else than `expected` (a record as
+    `dataset_provenance` makes it, plus `inception_sha1`; keys set to None or missing are
+    not checked): another network, image size, crop, data set or image sample is an error;
+    another sample count a warning (FID depends on it, but the data are the same). Files
+    from before provenance was kept pass, with load_statistics' warning."""
+    import warnings
+    record = fid_lib.load_statistics(path, provenance=True)[3]
+    if record is None:
+        return
+    other_count = expected.get("n") is not None and record.get("n") not in (None,
+                                                                            expected["n"])
+    what = {"inception_sha1": "the FID network's weights", "image_size": "the image size",
+            "crop": "the crop", "identity": "the data set", "sample_sha1": "the images"}
+    for key, name in what.items():
+        want, have = expected.get(key), record.get(key)
+        if want is None or have is None or (key == "sample_sha1" and other_count):
+            continue
+        if isinstance(want, (list, tuple)):
+            want, have = list(want), list(have)
+        if want != have:
+            raise UserError(f"statistics '{path}' do not describe this run: {name} differ "
+                            f"({key} {have!r} there, {want!r} here); delete the file to "
+                            "recompute it, or set dataset_stats_path to the right one")
+    if other_count:
+        warnings.warn(f"statistics '{path}' come from {record['n']} images, this run asks "
+                      f"for {expected['n']} (stats_sample_size): FID depends on the count",
+                      stacklevel=2)
+
+
+def record_dataset_provenance(config, images):
+    """Add provenance to the cached statistics of `config` written before it was kept (the
+    file name, `dataset_key`, is unchanged): no recomputing. The caller vouches that the
+    file was made from this config's sample with the default Inception weights. Returns
+    the record. For configs/dcgan_mnist.json:
+
+        python -c "from learning.config import Config; from datasets.data import load_images;
+        from learning.evaluator import record_dataset_provenance as r;
+        c = Config.from_json('configs/dcgan_mnist.json'); print(r(c, load_images(c)[0]))"
+    """
+    return fid_lib.add_provenance(dataset_stats_path(config, len(images)),
+                                  dataset_provenance(config, images))
+
+
+# Where the features of the real sample behind a statistics file are kept (beside it).
+features_path = fid_lib.features_path

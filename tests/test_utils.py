@@ -96,3 +96,27 @@ def test_latent_walk_gif_of_grayscale_model(tmp_path):
     path = utils.make_gif(frames, str(tmp_path / "walk.gif"))
     import imageio.v2 as imageio
     assert len(imageio.mimread(path)) == 15
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
+    import os
+    from learning.files import write_atomic, write_json_atomic
+    path = tmp_path / "sub" / "a.json"
+    write_json_atomic(path, {"a": 1})                       # the folder is created
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask     # not mkstemp's 0600
+
+    def half_then_crash(f):
+        f.write(b"half")
+        raise RuntimeError("crash")
+    with pytest.raises(RuntimeError):
+        write_atomic(path, half_then_crash)
+    assert path.read_text() == '{\n  "a": 1\n}\n'             # old content, no temporary left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
+    # repair_jsonl goes through it too: a rewrite keeps only the records asked for.
+    log = tmp_path / "m.jsonl"
+    log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert utils.repair_jsonl(str(log), lambda r: r["epoch"] < 2) == [{"epoch": 1}]
+    assert log.read_text() == '{"epoch": 1}\n'

@@ -1,0 +1,49 @@
+"""Writing a file so that a crash never leaves half of one: the project's one helper for it.
+
+Imports nothing of the project, so any module (config, utils, inception, fid, evaluator) may
+use it.
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path, write_fn, mode="wb", fsync=False):
+    """Write `path` through `write_fn(f)` on a temporary file, then rename it over `path`.
+
+    The temporary file is made by `tempfile.mkstemp` in the same folder (a rename is atomic
+    only within one file system) with a unique name `.<name>.<random>.tmp`, so two writers
+    never share it; a reader sees the old file or the new one, never a partial one. The folder
+    is created if missing. `mode` is "wb" or "w" (text). `fsync=True` flushes the data to disk
+    before the rename, so that a power cut cannot leave an empty file under the new name
+    (records a run cannot recompute); caches skip it. The file gets the usual permissions
+    (0666 less the umask), not mkstemp's 0600. On any error the temporary file is removed and
+    `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path, obj):
+    """Write `obj` as indented JSON (a record: synced before the rename), atomically."""
+    def write(f):
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    write_atomic(path, write, mode="w", fsync=True)

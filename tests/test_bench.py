@@ -1,0 +1,96 @@
+"""The benchmarks' FLOP counter (bench/common.py), against counts worked out by hand."""
+import os
+
+import keras
+import pytest
+from keras import layers
+
+from bench.common import first_layer_flops, forward_flops, gan_step_flops, layer_flops
+from learning.config import Config
+from models.nn import build_model
+
+
+def test_dense_counts_in_times_out_per_position():
+    x = keras.Input((5,))
+    h = layers.Dense(7)(x)
+    y = layers.Dense(3)(layers.ReLU()(h))
+    assert forward_flops(keras.Model(x, y)) == 2 * (5 * 7 + 7 * 3)
+    # On a (4, 5) input a Dense multiplies each of the 4 rows.
+    seq = keras.Input((4, 5))
+    assert forward_flops(keras.Model(seq, layers.Dense(7)(seq))) == 2 * 4 * 5 * 7
+
+
+def test_conv_counts_output_pixels_and_transposed_conv_input_pixels():
+    x = keras.Input((8, 8, 3))
+    conv = layers.Conv2D(4, 3, strides=2, padding="same")
+    h = layers.BatchNormalization()(conv(x))                            # (N, 4, 4, 4)
+    deconv = layers.Conv2DTranspose(2, 5, strides=2, padding="same")
+    y = deconv(layers.LeakyReLU()(h))                                   # (N, 8, 8, 2)
+    model = keras.Model(x, y)
+    assert layer_flops(conv) == 2 * (4 * 4) * (3 * 3) * 3 * 4           # H_out W_out k k Cin Cout
+    assert layer_flops(deconv) == 2 * (4 * 4) * (5 * 5) * 4 * 2        # H_in W_in k k Cin Cout
+    assert forward_flops(model) == 3456 + 6400                          # BN, ReLU: not counted
+    assert first_layer_flops(model) == 3456
+
+
+def test_unknown_image_size_is_an_error_that_says_so():
+    x = keras.Input((None, None, 3))
+    model = keras.Model(x, layers.Conv2D(4, 3)(x))
+    with pytest.raises(ValueError, match="fixed image size"):
+        forward_flops(model)
+
+
+# The tutorial's 64x64 DCGAN, by hand (multiply-adds; kernels 5x5, stride 2):
+G_MACS = (100 * 4 * 4 * 512                  # fc z -> 4x4x512 (the first layer)
+          + 4 * 4 * 512 * 25 * 256           # deconv 4x4x512 -> 8x8x256
+          + 8 * 8 * 256 * 25 * 128           # deconv -> 16x16x128
+          + 16 * 16 * 128 * 25 * 64          # deconv -> 32x32x64
+          + 32 * 32 * 64 * 25 * 3)           # deconv -> 64x64x3
+D_MACS = (32 * 32 * 25 * 3 * 64              # conv 64x64x3 -> 32x32x64 (the first layer)
+          + 16 * 16 * 25 * 64 * 128          # conv -> 16x16x128
+          + 8 * 8 * 25 * 128 * 256           # conv -> 8x8x256
+          + 4 * 4 * 25 * 256 * 512           # conv -> 4x4x512
+          + 4 * 4 * 512)                     # fc -> 1 logit
+
+
+def test_tutorial_dcgan_counts():
+    config = Config(image_size=(64, 64), G_FC_layer_channel=512)
+    flops = gan_step_flops(build_model(config, (64, 64, 3)), config)
+    assert flops["G_forward"] == 2 * G_MACS == 326_041_600
+    assert flops["D_forward"] == 2 * D_MACS == 324_419_584
+    # The project's notes give 0.33 GFLOP per image for each.
+    assert flops["G_forward"] == pytest.approx(0.33e9, rel=0.05)
+    assert flops["D_forward"] == pytest.approx(0.33e9, rel=0.05)
+    # D update: G + 2 (3 D - D1); each of the 2 G updates: 3 G - G1 + 3 D.
+    g, d, g1, d1 = 2 * G_MACS, 2 * D_MACS, 2 * 100 * 8192, 2 * 32 * 32 * 25 * 3 * 64
+    assert flops["step"] == g + 2 * (3 * d - d1) + 2 * (3 * g - g1 + 3 * d) == 6_152_388_608
+
+
+def test_step_follows_g_updates_per_step():
+    config = Config(image_size=(16, 16), z_dim=8, G_FC_layer_channel=16, G_channel=8,
+                    D_channel=8, g_updates_per_step=1)
+    model = build_model(config, (16, 16, 3))
+    one = gan_step_flops(model, config)
+    three = gan_step_flops(model, config.replace(g_updates_per_step=3))
+    assert three["step"] - one["step"] == 2 * one["G_update"]
+    assert one["step"] == one["D_update"] + one["G_update"]
+
+
+def test_inception_pass_is_11_4_gflop():
+    """Inception-v3 at 299x299 is 5.7 G multiply-adds, widely quoted; ConvBN layers must be
+    counted as convs for this to come out."""
+    from learning.inception import build_inception
+    assert forward_flops(build_inception()) == pytest.approx(11.4e9, rel=0.01)
+
+
+def test_mnist_dcgan_counts():
+    """configs/dcgan_mnist.json's network on 28x28x1: two stride-2 layers from 7x7."""
+    config = Config.from_json(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "configs", "dcgan_mnist.json"))
+    flops = gan_step_flops(build_model(config, (28, 28, 1)), config)
+    g1, d1 = 100 * 7 * 7 * 128, 14 * 14 * 25 * 1 * 64
+    g = g1 + 7 * 7 * 128 * 25 * 64 + 14 * 14 * 64 * 25 * 1
+    d = d1 + 7 * 7 * 25 * 64 * 128 + 7 * 7 * 128
+    assert (flops["G_forward"], flops["D_forward"]) == (2 * g, 2 * d)
+    # d_separate_updates splits D's update in two halves: the same work.
+    assert flops["step"] == 2 * (g + 2 * (3 * d - d1) + 2 * (3 * g - g1 + 3 * d))

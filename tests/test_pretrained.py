@@ -1,0 +1,51 @@
+"""The trained MNIST generators shipped in pretrained/: each restores whole and generates
+digits of the right shape and range (no FID here: that is test.py's, minutes long)."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRETRAINED = os.path.join(ROOT, "pretrained")
+NAMES = ["default", "dcgan_mnist", "fc_gan_mnist", "cgan_mnist"]
+
+
+def shipped():
+    return [n for n in NAMES if os.path.isdir(os.path.join(PRETRAINED, n))]
+
+
+def test_every_mnist_config_is_shipped_and_small():
+    assert shipped() == NAMES
+    total = sum(os.path.getsize(os.path.join(d, f))
+                for d, _, files in os.walk(PRETRAINED) for f in files)
+    assert total <= 10 * 2**20, f"pretrained/ holds {total / 2**20:.1f} MB, the limit is 10"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pretrained_restores_and_generates(name):
+    from datasets.data import image_shape
+    from models.nn import build_model
+    folder = os.path.join(PRETRAINED, name)
+    config = Config.from_json(os.path.join(folder, "hyperparam.json"))
+    assert config.dataset_stats_path is None      # statistics come from each user's cache
+    model = build_model(config, image_shape(config))
+    parts = {"generator": model.generator}
+    if model.generator_ema is not None:
+        parts["generator_ema"] = model.generator_ema
+    path = tf.train.latest_checkpoint(os.path.join(folder, "best"))
+    assert path is not None
+    before = [v.numpy().copy() for v in model.generator.variables]
+    tf.train.Checkpoint(**parts).read(path).assert_existing_objects_matched()
+    assert any(not np.array_equal(a, v.numpy())
+               for a, v in zip(before, model.generator.variables))
+    z = model.sample_z(tf.random.Generator.from_seed(0), 20).numpy()
+    labels = np.arange(20) % 10 if model.conditional else None
+    images = model.generate(z, labels=labels)
+    assert images.shape == (20, 28, 28, 1)
+    assert np.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+    # Digits: mostly dark background, some bright strokes, and not all the same image.
+    assert np.median(images) < -0.8 and (images > 0.5).mean() > 0.05
+    assert np.std(images, axis=0).mean() > 0.1
