@@ -204,11 +204,17 @@ def checkpoint_names(paths):
     checkpoint of `paths` holds, or None when none reads (restore_newest_readable then
     says why)."""
     import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
     for path in paths:
+        # The root's children in the checkpoint's object graph: variable names alone do
+        # not say, since a variable is listed under one path only (G's under g_optimizer).
         try:
-            return {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
-        except (tf.errors.OpError, ValueError):
+            graph = trackable_object_graph_pb2.TrackableObjectGraph()
+            graph.ParseFromString(
+                tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        except (tf.errors.OpError, ValueError, IndexError):
             continue
+        return {child.local_name for child in graph.nodes[0].children}
     return None
 
 
