@@ -110,10 +110,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     - Everything is float64; inputs are converted.
     - FID is biased upward at small sample counts, strongly so below 2048 samples: compare
       models only at equal N (10k or 50k in papers).
-    - Singular covariance (e.g. from fewer samples than dimensions): the formula stays defined,
-      but as TTUR does in that case, `eps`·I is added to both covariances and a warning is
-      issued. Eigenvalues below zero from rounding are clipped; a clearly negative one (the input
-      is not a covariance) warns loudly. NaN or infinity in the input raises ValueError.
+    - Singular covariance (e.g. from fewer samples than dimensions): the formula stays defined
+      and exact (Σ1's square root from its clipped eigen-decomposition), so no offset is added
+      (compute_statistics warns about the bias). Only when the square root fails (an
+      eigensolver does not converge, a non-finite result) is `eps`·I added to both
+      covariances, with a warning, as TTUR and pytorch-fid do. Eigenvalues below zero from
+      rounding are clipped; a clearly negative one (the input is not a covariance) warns
+      loudly. NaN or infinity in the input raises ValueError.
     """
     mu1, sigma1, mu2, sigma2 = _check_statistics(mu1, sigma1, mu2, sigma2)
     d = mu1.shape[0]
@@ -133,16 +136,21 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         w = linalg.eigvalsh(middle, check_finite=False)
         return np.sqrt(_clip_eigenvalues(w, "sqrt(sigma1) sigma2 sqrt(sigma1)")).sum(), w
 
-    # Σ1 not positive definite means it is singular; if it is, a zero eigenvalue of
-    # Lᵀ Σ2 L means Σ2 (or Σ1, numerically) is. Either way TTUR's offset applies.
-    f1, definite = factor(sigma1)
-    tr_sqrt, w_middle = trace_sqrt_product(f1, sigma2)
-    tolerance = d * np.finfo(np.float64).eps
-    singular = not definite or w_middle.min() <= tolerance * w_middle.max()
-    if singular and eps > 0:
-        warnings.warn(f"singular covariance (fewer samples than {d} dimensions?): adding "
-                      f"{eps:g}·I to both covariances, as TTUR does; the FID is biased upward",
-                      stacklevel=2)
+    # A singular Σ1 (fewer samples than dimensions) needs no offset: `factor` falls back to
+    # eigh with clipped eigenvalues, and the formula stays exact. TTUR and pytorch-fid add
+    # eps·I only when the square root fails; so does this, when an eigensolver does not
+    # converge or the result is not finite.
+    try:
+        f1, _ = factor(sigma1)
+        tr_sqrt, _ = trace_sqrt_product(f1, sigma2)
+        failed = not np.isfinite(tr_sqrt)
+    except linalg.LinAlgError:
+        failed = True
+    if failed:
+        if eps <= 0:
+            raise ValueError("the square root of sigma1 sigma2 failed and eps is 0")
+        warnings.warn(f"the square root of sigma1 sigma2 failed: adding {eps:g}·I to both "
+                      "covariances, as TTUR does; the FID is biased upward", stacklevel=2)
         sigma1, sigma2 = sigma1 + eps * np.eye(d), sigma2 + eps * np.eye(d)
         f1, _ = factor(sigma1)
         tr_sqrt, _ = trace_sqrt_product(f1, sigma2)

@@ -147,3 +147,17 @@ def test_test_py_uses_the_average_unless_no_ema(tiny_config, tmp_path):
     z = opt.model.sample_z(utils.seeded_generator(0, "test.py"), 6).numpy()
     expected = utils.image_grid(opt.model.generator_ema(z, training=False).numpy(), 2, 3)
     assert np.abs(ema_grid.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_a_bigger_sample_grid_trains_the_same_model(tiny_config, tmp_path):
+    """The grid's z comes from a stream of its own: sample_H and sample_W change what is
+    drawn for the grid, never the training run (they used to shift the training stream)."""
+    small = make_run(tiny_config, tmp_path / "small")
+    big = make_run(tiny_config.replace(sample_H=5, sample_W=7), tmp_path / "big")
+    for opt in (small, big):
+        for _ in range(2):
+            opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    for a, b in zip(values(small.model.generator.variables),
+                    values(big.model.generator.variables)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(small.sample_z.numpy(), big.sample_z.numpy()[:6])

@@ -61,16 +61,54 @@ def test_matches_scipy_sqrtm_on_full_rank_data():
     assert fid.frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(expected, rel=1e-6)
 
 
-def test_singular_covariance_warns_and_adds_eps_like_ttur():
+def exact_trace_sqrt(sigma1, sigma2):
+    """Tr((Σ1 Σ2)^½) from the eigenvalues of √Σ1 Σ2 √Σ1, √Σ1 from Σ1's own eigh: defined
+    and exact for a singular Σ1."""
+    w, v = linalg.eigh(sigma1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return np.sqrt(np.clip(linalg.eigvalsh(root @ sigma2 @ root), 0, None)).sum()
+
+
+def test_singular_covariance_gives_the_exact_formula_without_an_offset():
+    """Below 2,048 samples (here 10 in 64 dimensions) Σ1 is singular; the score is the
+    exact formula's, as TTUR and pytorch-fid give when their square root succeeds, not
+    the one with eps·I added (which moved small-sample FIDs away from everyone else's)."""
     rng = np.random.default_rng(4)
     with pytest.warns(UserWarning, match="rank deficient"):
         mu1, sigma1 = fid.compute_statistics(rng.standard_normal((10, 64)))
     mu2, sigma2 = random_statistics(64, 500, seed=5)
-    with pytest.warns(UserWarning, match="singular covariance"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # no offset, so no offset warning
         value = fid.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
+    diff = mu1 - mu2
+    exact = (diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+             - 2 * exact_trace_sqrt(sigma1, sigma2))
+    assert value == pytest.approx(exact, rel=1e-6)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if np.allclose(covmean @ covmean, sigma1 @ sigma2, atol=1e-8):   # sqrtm converged
+        assert value == pytest.approx(sqrtm_reference(mu1, sigma1, mu2, sigma2), rel=1e-6)
     offset = 1e-6 * np.eye(64)
-    expected = sqrtm_reference(mu1, sigma1 + offset, mu2, sigma2 + offset)
-    assert value == pytest.approx(expected, rel=1e-6)
+    with_offset = sqrtm_reference(mu1, sigma1 + offset, mu2, sigma2 + offset)
+    assert abs(value - with_offset) > 1e-6 * value       # the old number differs
+
+
+def test_offset_only_where_the_square_root_fails(monkeypatch):
+    mu1, sigma1 = random_statistics(16, 100, seed=1)
+    mu2, sigma2 = random_statistics(16, 100, seed=2)
+    calls = []
+    real_eigvalsh = linalg.eigvalsh
+
+    def failing_once(a, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise linalg.LinAlgError("did not converge")
+        return real_eigvalsh(a, **kwargs)
+    monkeypatch.setattr(fid.linalg, "eigvalsh", failing_once)
+    with pytest.warns(UserWarning, match="square root .* failed: adding 1e-06"):
+        value = fid.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
+    offset = 1e-6 * np.eye(16)
+    assert value == pytest.approx(sqrtm_reference(mu1, sigma1 + offset, mu2, sigma2 + offset),
+                                  rel=1e-6)
 
 
 def test_full_rank_statistics_do_not_warn():
