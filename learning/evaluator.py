@@ -146,7 +146,9 @@ def dataset_key(config, num_images):
     size = "x".join(map(str, config.image_size)) if config.image_size else "orig"
     crop = config.crop_size or "none"
     n = min(config.stats_sample_size, num_images)
-    return f"{source}_crop{crop}_{size}_n{n}"
+    # The seed picks the sample; seed 0 keeps the names files had before it was added.
+    seed = f"_seed{config.seed}" if config.seed else ""
+    return f"{source}_crop{crop}_{size}_n{n}{seed}"
 
 
 def dataset_stats_path(config, num_images):
