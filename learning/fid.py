@@ -133,8 +133,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     def trace_sqrt_product(f1, sigma2):
         middle = f1.T @ sigma2 @ f1
         middle = (middle + middle.T) / 2                           # exact symmetry for eigvalsh
-        w = linalg.eigvalsh(middle, check_finite=False)
-        return np.sqrt(_clip_eigenvalues(w, "sqrt(sigma1) sigma2 sqrt(sigma1)")).sum(), w
+        w = _clip_eigenvalues(linalg.eigvalsh(middle, check_finite=False),
+                              "sqrt(sigma1) sigma2 sqrt(sigma1)")
+        # With a singular Σ1 most eigenvalues are zeros that come out as rounding noise
+        # (~1e-16 of the largest); their square roots (~1e-8 each, thousands of them) would
+        # add up to an error of ~1e-5. Zero them.
+        w[w < w.shape[0] * np.finfo(np.float64).eps * w.max(initial=0.0)] = 0.0
+        return np.sqrt(w).sum(), w
 
     # A singular Σ1 (fewer samples than dimensions) needs no offset: `factor` falls back to
     # eigh with clipped eigenvalues, and the formula stays exact. TTUR and pytorch-fid add
