@@ -287,6 +287,7 @@ def score(config, model, n, seed):
     from learning.evaluator import (FIDEvaluator, check_provenance,
                                     ensure_dataset_statistics)
     from learning.fid import FID, kernel_inception_distance
+    from learning.fid import features_path as fid_features_path
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
     if not stats or not os.path.exists(stats):
@@ -304,16 +305,10 @@ def score(config, model, n, seed):
     evaluator = FIDEvaluator(fid, n, config.batch_size_eval, config.score_threshold)
     value = evaluator.score(model, seed=seed, verbose=True)   # 10,000 samples: minutes
     kid = None
-    real = features_path(stats)
+    real = fid_features_path(stats)
     if os.path.exists(real) and len(fid.feature_gen) >= 2:
         kid = kernel_inception_distance(fid.feature_gen, np.load(real))
     return value, kid
-
-
-def features_path(stats_path):
-    """The real sample's features, saved beside its statistics (for KID)."""
-    from learning.evaluator import features_path as path
-    return path(stats_path)
 
 
 if __name__ == "__main__":
