@@ -6,8 +6,9 @@ Writes into DIR: sample_random.png (sample_H x sample_W random samples), interpo
 (11 images from one random z to another), and for the models that have them
 z0_sweep.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
 arithmetic.png (--arithmetic), d_features.png (--d-features, DCGAN only). Prints the FID
-over N samples as `FID: <value>`, then `KID: <mean> ± <std>` when the real sample's
-features are cached beside the dataset statistics (they are, once computed by this code).
+over N samples as `FID: <value>`, then, one per line, `KID: <mean> ± <std>` and precision,
+recall, density and coverage when the real sample's features are cached beside the dataset
+statistics (they are, once computed by this code); `--metrics` picks among them.
 """
 import argparse
 import os
@@ -42,6 +43,14 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=None, help="Inception weights (default: inception_path)")
     add_set_argument(p, example="--set stats_sample_size=10000 batch_size_eval=50 (for "
                      "the evaluation keys; the model's own come from hyperparam.json)")
+    p.add_argument("--metrics", type=_metrics, default=None,
+                   help="what to print after FID, from fid,kid,pr,dc (default all: KID, "
+                        "precision and recall, density and coverage, k=3; they need the "
+                        "real sample's features, cached beside the statistics)")
+    p.add_argument("--collapse", type=_at_least_one, default=None, metavar="N",
+                   help="score a generator collapsed on purpose: only N distinct samples, "
+                        "repeated to --n-samples (N Inception passes); recall and coverage "
+                        "should fall to near 0, precision need not")
     p.add_argument("--no-ema", action="store_true",
                    help="use the trained generator, not its moving average (G_ema_decay)")
     p.add_argument("--export", default=None, metavar="DIR",
@@ -53,6 +62,19 @@ def parse_args(argv=None):
                    help="with --export: keep the averaged generator and not the trained one "
                         "(half the size; test.py samples and scores the average anyway)")
     return p.parse_args(argv)
+
+
+def _metrics(text):
+    """--metrics fid,kid,pr,dc; learning.fid (and TensorFlow) is imported only once used."""
+    from learning.fid import parse_metrics
+    return parse_metrics(text)
+
+
+def _at_least_one(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # What test.py --set may change: how the samples are scored and drawn, never the model.
@@ -192,10 +214,11 @@ def main(argv=None):
     """ 5. FID """
     n = config.eval_sample_size if args.n_samples is None else args.n_samples
     if n > 0:
-        value, kid = score(config, model, n, args.seed)
+        value, others = score(config, model, n, args.seed, args.metrics, args.collapse)
         print(f"FID: {value:.4f}")
-        if kid is not None:
-            print(f"KID: {kid[0]:.6f} ± {kid[1]:.6f}")
+        from learning.fid import metric_lines
+        for line in metric_lines(others):
+            print(line)
     return 0
 
 
@@ -281,12 +304,14 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
     print(json.dumps({k: v for k, v in best.items() if k != "checkpoint"}))
 
 
-def score(config, model, n, seed):
+def score(config, model, n, seed, metrics=None, collapse=None):
     """FID of n samples against the dataset statistics the run used (computed if missing),
-    and KID when the real features are cached beside the statistics."""
+    and the other `metrics` (default: all of learning.fid.METRICS) as a dict, from the real
+    sample's features cached beside the statistics; without that file, FID alone.
+    `collapse`: only that many distinct samples, repeated (FIDEvaluator.score's `distinct`)."""
     from learning.evaluator import (FIDEvaluator, check_provenance,
                                     ensure_dataset_statistics)
-    from learning.fid import FID, kernel_inception_distance
+    from learning.fid import FID, METRICS
     from learning.fid import features_path as fid_features_path
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
@@ -302,13 +327,18 @@ def score(config, model, n, seed):
             "crop": config.crop_size, "inception_sha1": fid.inception.weights_sha1,
             "n": config.stats_sample_size})
     fid.load_dataset_statistics(stats)
-    evaluator = FIDEvaluator(fid, n, config.batch_size_eval, config.score_threshold)
-    value = evaluator.score(model, seed=seed, verbose=True)   # 10,000 samples: minutes
-    kid = None
+    metrics = METRICS if metrics is None else metrics
     real = fid_features_path(stats)
-    if os.path.exists(real) and len(fid.feature_gen) >= 2:
-        kid = kernel_inception_distance(fid.feature_gen, np.load(real))
-    return value, kid
+    if not os.path.exists(real) or n < 4:   # k = 3 neighbours need 4 samples
+        if set(metrics) - {"fid"}:
+            print(f"FID only: {'no ' + real if not os.path.exists(real) else 'too few samples'}"
+                  " for KID, precision/recall, density/coverage")
+        metrics, real = ("fid",), None
+    evaluator = FIDEvaluator(fid, n, config.batch_size_eval, config.score_threshold,
+                             metrics=metrics, real_features=real)
+    value = evaluator.score(model, seed=seed, verbose=True,   # 10,000 samples: minutes
+                            distinct=collapse)
+    return value, evaluator.last_metrics
 
 
 if __name__ == "__main__":

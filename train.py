@@ -186,7 +186,7 @@ def _train(args, config, save_dir, chief):
 
     import keras
     from learning.evaluator import (FIDEvaluator, dataset_stats_path,
-                                    ensure_dataset_statistics)
+                                    ensure_dataset_statistics, features_path)
     from learning.fid import FID
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
@@ -225,8 +225,11 @@ def _train(args, config, save_dir, chief):
             fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
             stats = ensure_dataset_statistics(config, images, fid.inception)
             fid.load_dataset_statistics(stats)
+            # Metrics besides FID (eval_metrics) compare with the real sample's features.
+            real = features_path(stats) if set(config.eval_metrics) - {"fid"} else None
             evaluator = FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
-                                     config.score_threshold, strategy=strategy)
+                                     config.score_threshold, strategy=strategy,
+                                     metrics=config.eval_metrics, real_features=real)
 
         """ 3. Train """
         optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir,

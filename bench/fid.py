@@ -1,10 +1,13 @@
 """Benchmark learning/fid.py: Inception feature throughput and the Fréchet distance's cost.
 
     python bench/fid.py [--batch-size 50] [--batches 3] [--image-size 64] [--torch-python PY]
+                        [--metrics-n 10000]
 
 Prints readable lines, then one JSON line (the last) with `features_images_per_sec`,
-`frechet_seconds`, `scipy_sqrtm_seconds`, their `relative_difference`, the `speedup` and the
-`device`. With --torch-python (a Python that has torch), the TorchScript original of the
+`frechet_seconds`, `scipy_sqrtm_seconds`, their `relative_difference`, the `speedup`,
+`metrics_seconds` (KID, precision/recall, density/coverage of --metrics-n generated against as
+many real features) with `metrics_of_inception_pass` (that time over the Inception pass for
+--metrics-n images at the measured rate) and the `device`. With --torch-python (a Python that has torch), the TorchScript original of the
 network (`bench/torchscript_reference.py`) is timed in the same run, alternating with ours,
 and `torchscript_images_per_sec` and `features_vs_torchscript` are added. The distance is timed on full-rank 2048-d statistics built from 4096 correlated
 features per set, so both methods solve the same well-posed problem.
@@ -60,13 +63,25 @@ def torchscript_throughput(python, batch_size, batches):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def structured_statistics(seed, n=4096, d=fid.FEATURE_DIM):
-    """Statistics of features that look like pool_3's: correlated, unequal scales, non-negative."""
+def structured_features(seed, n=4096, d=fid.FEATURE_DIM, shift=0.0):
+    """Features that look like pool_3's: correlated, unequal scales, non-negative."""
     rng = np.random.default_rng(seed)
-    mixing = rng.standard_normal((d, d)) / np.sqrt(d)
+    mixing = np.random.default_rng(0).standard_normal((d, d)) / np.sqrt(d)
     scales = np.geomspace(2.0, 0.05, d)
-    features = np.maximum(rng.standard_normal((n, d)) @ mixing * scales + 0.3, 0.0)
-    return fid.compute_statistics(features)
+    return np.maximum(rng.standard_normal((n, d)) @ mixing * scales + 0.3 + shift, 0.0)
+
+
+def structured_statistics(seed, n=4096, d=fid.FEATURE_DIM):
+    return fid.compute_statistics(structured_features(seed, n, d))
+
+
+def metrics_seconds(n):
+    """Seconds for what test.py adds after FID at n samples against n real ones: KID and
+    precision, recall, density, coverage (learning.fid.feature_metrics)."""
+    real, fake = structured_features(1, n), structured_features(2, n, shift=0.05)
+    start = time.perf_counter()
+    fid.feature_metrics(fake, real, ("kid", "pr", "dc"))
+    return time.perf_counter() - start
 
 
 def scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2):
@@ -87,6 +102,9 @@ def main():
                         help="alternating rounds of ours and TorchScript (with --torch-python)")
     parser.add_argument("--matmul-size", type=int, default=4096,
                         help="side of the square tf.matmul that gives the machine's ceiling")
+    parser.add_argument("--metrics-n", type=int, default=10000,
+                        help="samples per side for timing KID, precision/recall, "
+                             "density/coverage (default 10000, as test.py's)")
     args = parser.parse_args()
     machine = machine_info()
     device = machine["device"]
@@ -131,6 +149,15 @@ def main():
           f"{reference:.6f} in {sqrtm_seconds:.2f} s; relative difference {relative:.2g}; "
           f"{sqrtm_seconds / frechet_seconds:.1f}x faster")
 
+    # The metrics besides FID at --metrics-n samples, against the Inception pass over as
+    # many generated images at the measured rate (the statistics of the real side are
+    # computed once and cached, so they are not counted).
+    metrics_time = metrics_seconds(args.metrics_n)
+    inception_time = args.metrics_n / per_sec
+    print(f"KID + precision/recall/density/coverage at {args.metrics_n} x {args.metrics_n}: "
+          f"{metrics_time:.1f} s, {metrics_time / inception_time:.1%} of the Inception pass "
+          f"over {args.metrics_n} images ({inception_time:.0f} s at {per_sec:.1f} images/s)")
+
     extra = {}
     if torch_runs:
         reference = float(np.median(torch_runs))
@@ -146,6 +173,8 @@ def main():
         "frechet_seconds": round(frechet_seconds, 3),
         "scipy_sqrtm_seconds": round(sqrtm_seconds, 3),
         "relative_difference": relative,
+        "metrics_n": args.metrics_n, "metrics_seconds": round(metrics_time, 2),
+        "metrics_of_inception_pass": round(metrics_time / inception_time, 4),
         "speedup": round(sqrtm_seconds / frechet_seconds, 2),
         "device": device,
         "machine": machine,

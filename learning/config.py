@@ -20,6 +20,8 @@ NAN_POLICIES = ("stop", "skip")
 Z_DISTRIBUTIONS = ("uniform", "normal")
 MIXED_PRECISION = (False, "float16", "bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# What the evaluator can report: fid, kid, pr (precision, recall), dc (density, coverage).
+EVAL_METRICS = ("fid", "kid", "pr", "dc")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Config:
     batch_norm_sync: bool = False         # batch-norm statistics over the global batch
     logical_cpu_devices: int = 0          # >= 1: split the CPU into this many devices
     G_ema_decay: Optional[float] = None   # average of G's weights, e.g. 0.999; null/0: off
+    eval_metrics: tuple = ("fid",)        # what each evaluation reports, from fid, kid,
+                                          # pr, dc: FID always (it picks the best checkpoint)
 
     def __post_init__(self):
         _validate(self)
@@ -276,6 +280,12 @@ def _validate(c):
                            for v in c.image_size)):
             raise UserError(f"hyperparameter 'image_size' = {list(c.image_size)!r}: "
                             "expected [width, height], two integers >= 4")
+    if (not isinstance(c.eval_metrics, tuple) or "fid" not in c.eval_metrics
+            or not set(c.eval_metrics) <= set(EVAL_METRICS)):
+        shown = list(c.eval_metrics) if isinstance(c.eval_metrics, tuple) else c.eval_metrics
+        raise UserError(f"hyperparameter 'eval_metrics' = {shown!r}: expected a "
+                        f"list from {list(EVAL_METRICS)} that includes \"fid\" (it picks the "
+                        "best checkpoint), e.g. [\"fid\", \"pr\"]")
     for k in ["G_hidden", "D_hidden"]:
         v = getattr(c, k)
         if (not isinstance(v, tuple) or not v

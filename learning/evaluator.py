@@ -49,14 +49,27 @@ class FIDEvaluator(Evaluator):
     """
 
     def __init__(self, fid, eval_sample_size=10000, batch_size_eval=50, score_threshold=1e-4,
-                 strategy=None):
+                 strategy=None, metrics=("fid",), real_features=None):
         """:param fid: learning.fid.FID, holding the network and the dataset statistics.
-        :param strategy: tf.distribute strategy (default: the current one)."""
+        :param strategy: tf.distribute strategy (default: the current one).
+        :param metrics: what `score` also computes, from the same generated features, into
+            `last_metrics` (learning.fid.METRICS: kid, pr, dc besides fid).
+        :param real_features: (N, 2048) features of the real sample behind the statistics,
+            or the path of their .npy; needed for any metric but FID."""
         self.fid = fid
         self.strategy = strategy or tf.distribute.get_strategy()
         self.eval_sample_size = eval_sample_size
         self.batch_size_eval = batch_size_eval
         self.score_threshold = score_threshold
+        self.metrics = tuple(metrics)
+        if isinstance(real_features, (str, os.PathLike)):
+            real_features = fid_lib.load_features(real_features)
+        if set(self.metrics) - {"fid"} and real_features is None:
+            raise UserError(f"metrics {', '.join(m for m in self.metrics if m != 'fid')} need "
+                            "the features of the real sample (the .features.npy beside the "
+                            "statistics): delete the statistics to recompute both")
+        self.real_features = real_features
+        self.last_metrics = {}   # the other metrics of the last `score`, by name
         self._features_of = {}  # one traced function per model
 
     @property
@@ -87,21 +100,46 @@ class FIDEvaluator(Evaluator):
             self._features_of[key] = features
         return self._features_of[key]
 
-    def score(self, model, seed=0, verbose=False, **kwargs):
+    def score(self, model, seed=0, verbose=False, distinct=None, **kwargs):
         """FID of `eval_sample_size` images from z ~ the model's prior (U(-1, 1) for the
         tutorial's DCGAN); conditional models get labels drawn uniformly. Returns inf when
-        the generated images are not finite: such a model is never "better".
+        the generated images are not finite: such a model is never "better". The other
+        `metrics` go to `last_metrics` ({} when not finite).
 
         `verbose`: a progress bar (when stderr is a terminal) and a closing timing line;
         10,000 samples take 20 minutes on a CPU. Off by default: training and tests stay quiet.
+        `distinct`: a generator collapsed on purpose, for the metrics to be seen at work:
+        only the first `distinct` samples are drawn, and repeated in turn to the full count
+        (their features are computed once: the same z and label give the same image).
         """
         rng = tf.random.Generator.from_seed(seed)
-        features_of = self._features_fn(model)
         self.fid.reset_FID()
-        remaining = self.eval_sample_size
-        replicas = self.strategy.num_replicas_in_sync
+        self.last_metrics = {}
+        n_drawn = self.eval_sample_size if distinct is None else min(distinct,
+                                                                     self.eval_sample_size)
         start_time = time.perf_counter()
-        with fid_lib.progress_bar(self.eval_sample_size, "FID samples", verbose) as bar:
+        features = self._generated_features(model, rng, n_drawn, verbose)
+        if features is None:
+            return float("inf")
+        if n_drawn < self.eval_sample_size:
+            features = np.resize(features, (self.eval_sample_size, features.shape[1]))
+        self.fid.add_features(features)
+        value = float(self.fid.calculate_FID())
+        if verbose:
+            print(fid_lib.timing_line(f"scored {n_drawn} samples", n_drawn,
+                                      time.perf_counter() - start_time))
+        if set(self.metrics) - {"fid"}:
+            self.last_metrics = fid_lib.feature_metrics(self.fid.feature_gen,
+                                                        self.real_features, self.metrics)
+        return value
+
+    def _generated_features(self, model, rng, count, verbose):
+        """Inception features of `count` generated images, batch by batch; None if any is
+        not finite."""
+        features_of = self._features_fn(model)
+        replicas = self.strategy.num_replicas_in_sync
+        out, remaining = [], count
+        with fid_lib.progress_bar(count, "FID samples", verbose) as bar:
             while remaining > 0:
                 n = min(self.batch_size_eval, remaining)
                 z = model.sample_z(rng, n)
@@ -114,15 +152,11 @@ class FIDEvaluator(Evaluator):
                     labels = None if labels is None else tf.pad(labels, [[0, pad]])
                 features = features_of(z, labels).numpy()[:n]
                 if not np.all(np.isfinite(features)):
-                    return float("inf")
-                self.fid.add_features(features)
+                    return None
+                out.append(features)
                 remaining -= n
                 bar.update(n)
-        value = float(self.fid.calculate_FID())
-        if verbose:
-            print(fid_lib.timing_line(f"scored {self.eval_sample_size} samples",
-                                      self.eval_sample_size, time.perf_counter() - start_time))
-        return value
+        return np.concatenate(out)
 
     def is_better(self, curr, best, **kwargs):
         """curr < best * (1 - score_threshold): only a relative improvement counts."""

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
+from learning.config import EVAL_METRICS
 from learning.errors import UserError, exit_on_user_error
 from learning.files import write_atomic
 # The network's names, re-exported: callers wrote `fid.InceptionFeatures`, `fid.quantize`, ...
@@ -558,10 +559,37 @@ def _statistics_of(source, inception_factory, batch_size, need_features=False,
     return mu, sigma, features
 
 
-METRICS = ("fid", "kid", "pr", "dc")
+METRICS = EVAL_METRICS       # fid, kid, pr (precision, recall), dc (density, coverage)
 
 
-def _metrics(text):
+def feature_metrics(fake, real, metrics):
+    """The metrics besides FID that `metrics` names (from METRICS), of (M, D) generated
+    `fake` against (N, D) `real` features, as {name: float} in a fixed order: kid and
+    kid_std, precision and recall (pr), density and coverage (dc), k = 3. What test.py,
+    the evaluator's metrics.jsonl and `score --metrics` report, from one implementation."""
+    out = {}
+    if "kid" in metrics:
+        out["kid"], out["kid_std"] = kernel_inception_distance(fake, real)
+    if "pr" in metrics or "dc" in metrics:
+        values = precision_recall_density_coverage(real, fake)
+        for name in (("precision", "recall") if "pr" in metrics else ()) + (
+                ("density", "coverage") if "dc" in metrics else ()):
+            out[name] = values[name]
+    return out
+
+
+def metric_lines(values):
+    """`feature_metrics`' dict as the lines test.py and `score` print after `FID: ...`:
+    'KID: <mean> ± <std>', then 'precision: 0.7312', ... one metric per line."""
+    lines = []
+    if "kid" in values:
+        lines.append(f"KID: {values['kid']:.6f} ± {values['kid_std']:.6f}")
+    lines += [f"{name}: {values[name]:.4f}" for name in
+              ("precision", "recall", "density", "coverage") if name in values]
+    return lines
+
+
+def parse_metrics(text):
     """`--metrics fid,kid,pr,dc` -> the names in METRICS' order."""
     names = {name.strip().lower() for name in text.split(",") if name.strip()}
     unknown = sorted(names - set(METRICS))
@@ -596,7 +624,7 @@ def main(argv=None):
                     "B as the real one.")
     score.add_argument("a", help="the generated images: a folder, statistics or features")
     score.add_argument("b", help="the real images: a folder, 'mnist', statistics or features")
-    score.add_argument("--metrics", type=_metrics, default=("fid",),
+    score.add_argument("--metrics", type=parse_metrics, default=("fid",),
                        help="comma-separated, from fid (Fréchet distance), kid (kernel "
                             "distance), pr (precision, recall; k=3), dc (density, coverage; "
                             "k=3); default fid")
@@ -652,15 +680,8 @@ def _run(args):
     mu_b, sigma_b, real = _statistics_of(args.b, inception_factory, args.batch_size, **need)
     if "fid" in metrics:
         print(f"FID: {frechet_distance(mu_a, sigma_a, mu_b, sigma_b):.4f}")
-    if "kid" in metrics:
-        kid_mean, kid_std = kernel_inception_distance(fake, real)
-        print(f"KID: {kid_mean:.6f} ± {kid_std:.6f}")
-    if "pr" in metrics or "dc" in metrics:
-        values = precision_recall_density_coverage(real, fake)
-        names = (("precision", "recall") if "pr" in metrics else ()) + (
-            ("density", "coverage") if "dc" in metrics else ())
-        for name in names:
-            print(f"{name}: {values[name]:.4f}")
+    for line in metric_lines(feature_metrics(fake, real, metrics)):
+        print(line)
 
 
 if __name__ == "__main__":

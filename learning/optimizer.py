@@ -397,9 +397,12 @@ class Optimizer(ABC):
                   "replicas": self.replicas, "seconds": self._epoch_seconds}
         if self.evaluator is not None and c.eval_every and (epoch % c.eval_every == 0 or last):
             score = self.evaluator.score(self.model, seed=c.seed * 100003 + epoch)
-            record.update(fid=score, n_samples=c.eval_sample_size)
+            record.update(fid=score, n_samples=c.eval_sample_size,
+                          **self.evaluator.last_metrics)    # eval_metrics beyond FID
             with writer.as_default():
                 tf.summary.scalar("fid", score, step=step)
+                for name, value in self.evaluator.last_metrics.items():
+                    tf.summary.scalar(name, value, step=step)
             if self.evaluator.is_better(score, float(self.best_score.numpy())):
                 self.best_score.assign(score)
                 self.num_bad_epochs.assign(0)

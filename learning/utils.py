@@ -85,7 +85,8 @@ def sample_image_paths(save_dir):
 # ------------------------------------------------------------------ curves
 def plot_learning_curve(losses, metrics, save_dir):
     """Two panels, as the tutorial's figure: D and G losses per iteration above, FID per
-    epoch below. Written to learning_curve.png and .svg.
+    epoch below (and, on a right-hand axis, the eval_metrics precision, recall, density and
+    coverage when the run records them). Written to learning_curve.png and .svg.
 
     :param losses: list of dicts with 'step', 'd_loss', 'g_loss'.
     :param metrics: list of dicts with 'epoch' and 'fid' (None where not evaluated).
@@ -102,9 +103,21 @@ def plot_learning_curve(losses, metrics, save_dir):
     top.set_ylabel("loss")
     scored = [m for m in metrics if m.get("fid") is not None]
     if scored:
-        bottom.plot([m["epoch"] for m in scored], [m["fid"] for m in scored], "o-",
+        epochs = [m["epoch"] for m in scored]
+        bottom.plot(epochs, [m["fid"] for m in scored], "o-",
                     color="tab:red", label=f"FID ({scored[-1].get('n_samples')} samples)")
-        bottom.legend(loc="upper right")
+        bottom.legend(loc="upper left")
+        # eval_metrics beyond FID: the 0-to-1 ones on a second axis at the right.
+        shown = [name for name in ("precision", "recall", "density", "coverage")
+                 if any(name in m for m in scored)]
+        if shown:
+            right = bottom.twinx()
+            for name, style in zip(shown, ("s--", "^--", "v:", "d:")):
+                right.plot(epochs, [m.get(name, float("nan")) for m in scored], style,
+                           lw=0.8, label=name)
+            right.set_ylabel("precision / recall / density / coverage")
+            right.set_ylim(bottom=0)
+            right.legend(loc="upper right", fontsize="small")
     else:
         bottom.text(0.5, 0.5, "no FID evaluated in this run (eval_every)", ha="center",
                     va="center", transform=bottom.transAxes, color="gray")

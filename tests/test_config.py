@@ -27,6 +27,9 @@ def test_unknown_key_names_the_nearest():
     ("model", "vae", "must be one of"),
     ("image_size", [64], r"\[width, height\]"),
     ("nan_policy", "ignore", "must be one of"),
+    ("eval_metrics", ["fid", "is"], "expected a list from"),
+    ("eval_metrics", ["pr"], "that includes \"fid\""),
+    ("eval_metrics", "fid", "expected a list"),
 ])
 def test_bad_values_name_key_and_value(key, value, msg):
     with pytest.raises(UserError, match=rf"'{key}' = .*{msg}"):

@@ -31,7 +31,8 @@ def write_config(tmp_path, **changes):
 
 def test_train_then_test(tmp_path, image_folder):
     cfg = write_config(tmp_path, num_epochs=2, eval_every=1, crop_size=20,
-                       dataset_stats_path=str(tmp_path / "stats.npz"))
+                       dataset_stats_path=str(tmp_path / "stats.npz"),
+                       eval_metrics=["fid", "pr", "dc"])
     save = str(tmp_path / "run")
     r = run("train.py", "--config", cfg, "--data-dir", image_folder, "--save-dir", save,
             "--quiet")
@@ -46,6 +47,9 @@ def test_train_then_test(tmp_path, image_folder):
     metrics = [json.loads(l) for l in open(os.path.join(save, "metrics.jsonl"))]
     assert [m["epoch"] for m in metrics] == [1, 2] and [m["step"] for m in metrics] == [6, 12]
     assert all(m["fid"] > 0 and m["n_samples"] == 8 for m in metrics)
+    # eval_metrics: precision, recall, density, coverage beside FID in every evaluation.
+    assert all(0 <= m[k] <= 1 for m in metrics for k in ("precision", "recall", "coverage"))
+    assert all(m["density"] >= 0 and "kid" not in m for m in metrics)
     assert os.path.exists(tmp_path / "stats.npz")
     os.listdir(os.path.join(save, "logs"))   # TensorBoard event files
     # The sample grid: 2 x 3 tiles of 16x16 with 2-pixel gaps.
@@ -56,8 +60,20 @@ def test_train_then_test(tmp_path, image_folder):
     lines = r.stdout.strip().splitlines()
     fid_lines = [l for l in lines if l.startswith("FID:")]
     assert len(fid_lines) == 1 and re.fullmatch(r"FID: \d+\.\d+", fid_lines[0]), lines
-    # The real sample's features are cached beside the statistics, so KID follows FID.
-    assert re.fullmatch(r"KID: -?\d+\.\d+ ± \d+\.\d+", lines[lines.index(fid_lines[0]) + 1])
+    # The real sample's features are cached beside the statistics, so KID, then precision,
+    # recall, density and coverage follow FID, one per line.
+    after = lines[lines.index(fid_lines[0]) + 1:]
+    assert re.fullmatch(r"KID: -?\d+\.\d+ ± \d+\.\d+", after[0])
+    assert [l.split(":")[0] for l in after[1:5]] == ["precision", "recall", "density",
+                                                      "coverage"], after
+    # A generator collapsed on purpose (one sample repeated): every fake ball has radius
+    # 0, so no real image is recalled.
+    r = run("test.py", "--save-dir", save, "--n-samples", "8", "--collapse", "1",
+            "--metrics", "pr")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout.strip().splitlines()
+    assert out[-1] == "recall: 0.0000" and out[-2].startswith("precision: "), out
+    assert not any(l.startswith(("KID", "density")) for l in out)
     assert np.asarray(Image.open(os.path.join(save, "interpolate.png"))).shape == (16, 11 * 18 - 2, 3)
     assert np.asarray(Image.open(os.path.join(save, "sample_random.png"))).shape == (34, 52, 3)
 

@@ -556,6 +556,22 @@ def test_prdc_needs_more_samples_than_k():
         fid.precision_recall_density_coverage(np.zeros((3, 4)), np.ones((10, 4)))
 
 
+def test_feature_metrics_are_the_named_ones_and_print_one_per_line():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(60, 8)), rng.normal(0.3, 1.0, size=(50, 8))
+    prdc = fid.precision_recall_density_coverage(real, fake)
+    kid = fid.kernel_inception_distance(fake, real)
+    values = fid.feature_metrics(fake, real, ("fid", "pr"))
+    assert values == {"precision": prdc["precision"], "recall": prdc["recall"]}
+    values = fid.feature_metrics(fake, real, ("kid", "dc"))
+    assert list(values) == ["kid", "kid_std", "density", "coverage"]
+    assert (values["kid"], values["kid_std"]) == kid and values["density"] == prdc["density"]
+    assert fid.feature_metrics(fake, real, ("fid",)) == {}
+    lines = fid.metric_lines({"kid": 0.0123456789, "kid_std": 0.001, "recall": 0.5,
+                              "precision": 0.25})
+    assert lines == ["KID: 0.012346 ± 0.001000", "precision: 0.2500", "recall: 0.5000"]
+
+
 def test_cli_metrics_from_features_and_statistics_with_features_beside(tmp_path, capsys,
                                                                        monkeypatch):
     def no_network(path=None):
