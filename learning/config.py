@@ -82,6 +82,8 @@ class Config:
     batch_norm_sync: bool = False         # batch-norm statistics over the global batch
     logical_cpu_devices: int = 0          # >= 1: split the CPU into this many devices
     G_ema_decay: Optional[float] = None   # average of G's weights, e.g. 0.999; null/0: off
+    reuse_g_forward: bool = False         # the first G update reuses the D update's
+                                          # forward pass of G (same gradients, less work)
     eval_metrics: tuple = ("fid",)        # what each evaluation reports, from fid, kid,
                                           # pr, dc: FID always (it picks the best checkpoint)
 
@@ -272,7 +274,7 @@ def _validate(c):
     _choice("z_distribution", c.z_distribution, Z_DISTRIBUTIONS)
     _choice("mixed_precision", c.mixed_precision, MIXED_PRECISION)
     _choice("strategy", c.strategy, STRATEGIES)
-    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync"]:
+    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync", "reuse_g_forward"]:
         _check_type(k, getattr(c, k), (bool,), what="true or false")
     if c.image_size is not None:
         if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2

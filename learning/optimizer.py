@@ -178,12 +178,21 @@ class Optimizer(ABC):
         g_vars = model.generator.trainable_variables
 
         # 1. update D. Real and fake go through D in two calls, so batch norm normalises
-        #    each batch on its own statistics, as in the tutorial.
+        #    each batch on its own statistics, as in the tutorial. With reuse_g_forward the
+        #    tape that sees G make the fake batch is kept for the first G update: G has not
+        #    changed since, so its forward pass would give the same images (the gradients
+        #    are the same; G's batch-norm moving averages are updated once less per step).
+        reuse = self.config.reuse_g_forward
+        g_tape = tf.GradientTape(persistent=True) if reuse else None
         if self.config.d_separate_updates:
-            d_loss = self._separate_d_updates(X, labels, z, fake_labels, d_vars)
+            d_loss, fake = self._separate_d_updates(X, labels, z, fake_labels, d_vars, g_tape)
         else:
             with tf.GradientTape() as tape:
-                fake = model.G(z, fake_labels, training=True)
+                if reuse:
+                    with g_tape:
+                        fake = model.G(z, fake_labels, training=True)
+                else:
+                    fake = model.G(z, fake_labels, training=True)
                 real_logits = model.D(X, labels, training=True)
                 fake_logits = model.D(fake, fake_labels, training=True)
                 d_loss = model.discriminator_loss(real_logits, fake_logits)
@@ -193,21 +202,32 @@ class Optimizer(ABC):
         # 2. update G (twice by default, same z): the tutorial's remedy for D learning
         #    faster than G and its loss going to zero; the DCGAN paper updates G once.
         g_loss = tf.constant(0.0)
-        for _ in range(self.config.g_updates_per_step):
-            with tf.GradientTape() as tape:
-                fake = model.G(z, fake_labels, training=True)
-                g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
-                scaled = self.optimize_G.scale_loss(g_loss)
+        for i in range(self.config.g_updates_per_step):
+            if reuse and i == 0:
+                tape = g_tape          # it holds G's forward pass; D's new weights from here
+                with tape:
+                    g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
+                    scaled = self.optimize_G.scale_loss(g_loss)
+            else:
+                with tf.GradientTape() as tape:
+                    fake = model.G(z, fake_labels, training=True)
+                    g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
+                    scaled = self.optimize_G.scale_loss(g_loss)
             self.optimize_G.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
             if model.generator_ema is not None:
                 model.update_ema(self.config.G_ema_decay)
         return {"d_loss": d_loss, "g_loss": g_loss}
 
-    def _separate_d_updates(self, X, labels, z, fake_labels, d_vars):
+    def _separate_d_updates(self, X, labels, z, fake_labels, d_vars, g_tape=None):
         """The MNIST slides' D training: one update on a fake-only minibatch, then one on a
-        real-only minibatch. Returns the summed loss."""
+        real-only minibatch. Returns the summed loss and the fake batch (recorded on
+        `g_tape` when given, for the first G update to reuse)."""
         model = self.model
-        fake = model.G(z, fake_labels, training=True)
+        if g_tape is not None:
+            with g_tape:
+                fake = model.G(z, fake_labels, training=True)
+        else:
+            fake = model.G(z, fake_labels, training=True)
         with tf.GradientTape() as tape:
             loss_fake = model.d_loss_fake(model.D(fake, fake_labels, training=True))
             scaled = self.optimize_D.scale_loss(loss_fake)
@@ -216,7 +236,7 @@ class Optimizer(ABC):
             loss_real = model.d_loss_real(model.D(X, labels, training=True))
             scaled = self.optimize_D.scale_loss(loss_real)
         self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
-        return loss_fake + loss_real
+        return loss_fake + loss_real, fake
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):

@@ -207,3 +207,27 @@ def test_separate_d_updates_step_on_fakes_then_reals(tiny_config, tmp_path):
     assert close(stepped, fake_first)
     real_first = by_hand(("real", "fake"), "real_first")
     assert not close(stepped, real_first)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_reusing_g_forward_gives_the_same_step(tiny_config, tmp_path, separate):
+    """reuse_g_forward: the first G update differentiates the forward pass of G that the D
+    update made (G has not changed in between) instead of running it again. Two steps from
+    the same start, with and without: the same losses and the same trainable weights of
+    both networks. Only G's batch-norm moving statistics differ (one update fewer per
+    step), which is what the README says."""
+    runs = {}
+    for reuse in (False, True):
+        c = tiny_config.replace(d_separate_updates=separate, g_updates_per_step=2,
+                                reuse_g_forward=reuse)
+        opt = make_run(c, tmp_path / str(reuse))
+        batches = [tf.constant(opt.train_set.next_batch(8)) for _ in range(2)]
+        losses = [opt._train_step(X, None) for X in batches]
+        runs[reuse] = (opt, [(float(l["d_loss"]), float(l["g_loss"])) for l in losses])
+    (plain, plain_losses), (reused, reused_losses) = runs[False], runs[True]
+    np.testing.assert_allclose(reused_losses, plain_losses, rtol=1e-6)
+    for a, b in zip(g_weights(plain) + determined_d_weights(plain),
+                    g_weights(reused) + determined_d_weights(reused)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    moving = lambda opt: [v.numpy() for v in opt.model.generator.non_trainable_variables]  # noqa: E731
+    assert any(not np.allclose(a, b) for a, b in zip(moving(plain), moving(reused)))
