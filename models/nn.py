@@ -341,7 +341,7 @@ class CGAN(GAN):
 
     @property
     def init(self):
-        """PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the post.
+        """D's: PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the post.
         A new initializer per layer: one shared unseeded instance would fix its seed once
         and start every layer from the same random stream."""
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
@@ -363,6 +363,14 @@ class CGAN(GAN):
         with tf.control_dependencies(checks):
             return tf.one_hot(labels, self.num_classes)
 
+    @property
+    def g_init(self):
+        """He's uniform init, U(±sqrt(6 / fan_in)), for G's ReLU layers: a departure from
+        the post. With PyTorch's default each ReLU layer shrinks the signal's variance
+        sixfold, so G starts with nearly the same image for every z and label, D wins
+        from the first epoch and G never recovers (README, "Where the port departs")."""
+        return keras.initializers.VarianceScaling(2.0, "fan_in", "uniform")
+
     def _build_generator(self):
         c = self.config
         z = keras.Input((self.z_dim,), name="z")
@@ -371,9 +379,9 @@ class CGAN(GAN):
         for i, units in enumerate(c.G_hidden):
             # The post's generator uses plain ReLU (its discriminator the leaky one).
             x = fc_bn_lrelu(x, units, alpha=0.0, bn=False, name=f"layer_{i + 1}",
-                            initializer=self.init)
+                            initializer=self.g_init)
         x = fc_layer(x, int(np.prod(self.input_shape)), name=f"layer_{len(c.G_hidden) + 1}",
-                     initializer=self.init)
+                     initializer=self.g_init)
         x = layers.Activation("tanh", dtype="float32", name="tanh")(x)
         x = layers.Reshape(self.input_shape, name="image")(x)
         return keras.Model([z, y], x, name="generator")
