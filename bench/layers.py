@@ -1,0 +1,155 @@
+"""Where the training step's time goes: each convolution of the tutorial's 64x64 DCGAN timed
+alone, forward and forward + backward, in TensorFlow and (with --torch-python) in PyTorch
+in the same run.
+
+    python bench/layers.py [--batch-size 64] [--repeats 5] [--torch-python PY]
+
+The layers are read from the model this project builds (`models.nn.DCGAN` with the default
+config): G's four 5x5 stride-2 transposed convolutions and D's four 5x5 stride-2
+convolutions (the dense layers and batch norm are a few percent of the FLOPs). Each is
+timed on random inputs of its own shape: `forward` is y = layer(x); `backward` is the
+gradient of sum(y * dy) with respect to x and the kernel, as the step needs it (the
+forward pass included). The step runs G forward 3 times and backward twice, D forward 5
+times and backward 5 times (1 D + 2 G updates; `reuse_g_forward` saves one G forward), so
+`step_share` weighs each layer's time by those counts.
+
+Human-readable lines, then one JSON line with every layer's milliseconds, the PyTorch ones
+where given, and the machine (bench/common.py).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench.common import layer_flops, machine_info  # noqa: E402
+from learning.config import Config  # noqa: E402
+from models.nn import build_model  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")   # one tf.function per layer is intended, not retracing
+
+# Passes per training step: G forward in the D update and in each of the 2 G updates, G
+# backward in each G update; D forward twice in the D update (real, fake) and once per G
+# update, backward likewise.
+PASSES = {"generator": {"forward": 3, "backward": 2}, "discriminator": {"forward": 5,
+                                                                        "backward": 5}}
+
+
+def conv_specs(model):
+    """[(network, name, kind, input shape (H, W, C), filters)] of the model's convolutions."""
+    specs = []
+    for net in (model.generator, model.discriminator):
+        for layer in net.layers:
+            if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv2D)):
+                kind = ("deconv" if isinstance(layer, keras.layers.Conv2DTranspose)
+                        else "conv")
+                shape = tuple(int(d) for d in layer.input.shape[1:])
+                specs.append((net.name, layer.name, kind, shape, layer.filters, layer))
+    return specs
+
+
+def timed(fn, repeats):
+    fn()                                         # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def tf_layer_ms(layer, shape, batch_size, repeats):
+    x = tf.random.uniform((batch_size,) + shape, -1.0, 1.0, seed=0)
+    y_shape = layer.compute_output_shape((batch_size,) + shape)
+    dy = tf.random.uniform(y_shape, -1.0, 1.0, seed=1)
+
+    @tf.function
+    def forward():
+        return layer(x)
+
+    @tf.function
+    def backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * dy)
+        return tape.gradient(loss, [x, layer.kernel])
+
+    return (timed(lambda: forward().numpy(), repeats),
+            timed(lambda: [g.numpy() for g in backward()], repeats))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--torch-python", default=None,
+                   help="a Python with torch: time the same layers in PyTorch in this run")
+    args = p.parse_args()
+    config = Config(image_size=(64, 64))
+    model = build_model(config, (64, 64, 3))
+    specs = conv_specs(model)
+
+    torch_ms = {}
+    if args.torch_python:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_layers.py")
+        spec_json = json.dumps([[n, k, list(s), f] for _, n, k, s, f, _ in specs])
+        out = subprocess.run([args.torch_python, script, "--batch-size", str(args.batch_size),
+                              "--repeats", str(args.repeats), "--specs", spec_json],
+                             capture_output=True, text=True, check=True)
+        torch_ms = json.loads(out.stdout.strip().splitlines()[-1])["layers"]
+
+    rows, weighted = [], {"tf": 0.0, "torch": 0.0}
+    for net, name, kind, shape, filters, layer in specs:
+        fwd, bwd = tf_layer_ms(layer, shape, args.batch_size, args.repeats)
+        passes = PASSES[net]
+        # forward-only passes, then forward + backward ones
+        step_ms = (passes["forward"] - passes["backward"]) * fwd + passes["backward"] * bwd
+        row = {"network": net, "layer": name, "kind": kind, "input": list(shape),
+               "filters": filters,
+               "gflop_forward": round(args.batch_size * layer_flops(layer) / 1e9, 3),
+               "tf_forward_ms": round(fwd, 2), "tf_backward_ms": round(bwd, 2),
+               "tf_step_ms": round(step_ms, 1)}
+        weighted["tf"] += step_ms
+        if name in torch_ms:
+            t_fwd, t_bwd = torch_ms[name]["forward_ms"], torch_ms[name]["backward_ms"]
+            t_step = (passes["forward"] - passes["backward"]) * t_fwd + passes["backward"] * t_bwd
+            row.update(torch_forward_ms=round(t_fwd, 2), torch_backward_ms=round(t_bwd, 2),
+                       torch_step_ms=round(t_step, 1),
+                       forward_vs_torch=round(t_fwd / fwd, 3),
+                       backward_vs_torch=round(t_bwd / bwd, 3))
+            weighted["torch"] += t_step
+        rows.append(row)
+    machine = machine_info()
+    print(f"{machine['device']}; flags {machine['flags']}; TensorFlow {tf.__version__}")
+    print(f"batch {args.batch_size}; ms per call (median of {args.repeats}); speed vs PyTorch "
+          "= PyTorch ms / ours (above 1: ours faster)")
+    for r in rows:
+        line = (f"{r['network'][:1].upper()} {r['layer']:<16} {r['kind']:<6} "
+                f"{'x'.join(map(str, r['input'])):>10} -> {r['filters']:>4}: forward "
+                f"{r['tf_forward_ms']:8.1f}  fwd+bwd {r['tf_backward_ms']:8.1f}")
+        if "torch_forward_ms" in r:
+            line += (f" | PyTorch {r['torch_forward_ms']:8.1f} {r['torch_backward_ms']:8.1f}"
+                     f" | speed vs PyTorch {r['forward_vs_torch']:.2f} "
+                     f"{r['backward_vs_torch']:.2f}")
+        print(line)
+    for r in rows:
+        r["step_share"] = round(r["tf_step_ms"] / weighted["tf"], 3)
+    print(f"convolutions' time in one step, weighted by passes: ours {weighted['tf']:.0f} ms"
+          + (f", PyTorch {weighted['torch']:.0f} ms" if torch_ms else ""))
+    print(json.dumps({"bench": "layers", "batch_size": args.batch_size, "layers": rows,
+                      "step_conv_ms": round(weighted["tf"], 1),
+                      "torch_step_conv_ms": round(weighted["torch"], 1) if torch_ms else None,
+                      "device": machine["device"], "machine": machine}))
+
+
+if __name__ == "__main__":
+    main()
