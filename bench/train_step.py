@@ -1,5 +1,5 @@
 """Training-step speed: `python bench/train_step.py [--model dcgan] [--batch-size 64]
-[--steps N] [--torch-python PY]`.
+[--steps N] [--torch-python PY] [--versus KEY=VALUE ...]`.
 
 Times the tutorial's FFHQ step (1 D + 2 G updates, 64x64, batch 64) through the trainer
 that train.py uses, fed by Dataset.next_batch, on random images already in memory:
@@ -9,6 +9,8 @@ that train.py uses, fed by Dataset.next_batch, on random images already in memor
   loop_overhead     loop_step_ms / step_ms - 1 (target: under 5%)
 With --torch-python, the same network and step in PyTorch (bench/torch_reference.py) runs
 in the same session as the reference, and `vs_torch` is our images/s over its images/s.
+With --versus, a second trainer with those settings changed is timed in the same run,
+step for step alternating with the first: `versus_speedup` is its images/s over the first's.
 Each pass is also given as GFLOP/s (the step's FLOPs counted from the layers, see
 bench/common.py) and as a share of a 4096x4096 `tf.matmul` timed in the same run, in the
 step's dtype (float32, or bfloat16/float16 under mixed_precision). The JSON line also
@@ -49,6 +51,10 @@ def parse_args():
     p.add_argument("--matmul-size", type=int, default=4096,
                    help="side of the square tf.matmul that gives the machine's ceiling")
     add_set_argument(p, example='jit_compile=true mixed_precision="bfloat16"')
+    p.add_argument("--versus", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="also time the step with these settings changed, in this run, "
+                        "alternating with the first (e.g. --versus reuse_g_forward=true); "
+                        "adds versus_images_per_sec and versus_speedup")
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch, to run the PyTorch reference in the same run")
     return p.parse_args()
@@ -75,13 +81,25 @@ def main():
         trainer = MomentumOptimizer(model, train_set, None, config, save_dir)
         batches = [tf.constant(train_set.next_batch(args.batch_size))
                    for _ in range(args.steps + args.warmup)]
+        other = None
+        if args.versus:
+            other_config = config.replace(**parse_set(args.versus))
+            other_model = build_model(other_config, (s, s, 3))
+            other_flops = gan_step_flops(other_model, other_config)
+            other = MomentumOptimizer(other_model, train_set, None, other_config,
+                                      os.path.join(save_dir, "versus"))
         for X in batches[:args.warmup]:
-            float(trainer._train_step(X, None)["d_loss"])
-        times = []
-        for X in batches[args.warmup:]:
+            for t in filter(None, (trainer, other)):
+                float(t._train_step(X, None)["d_loss"])
+        times, other_times = [], []
+        for X in batches[args.warmup:]:       # alternating, so both see the same load
             t = time.perf_counter()
             float(trainer._train_step(X, None)["d_loss"])
             times.append(time.perf_counter() - t)
+            if other is not None:
+                t = time.perf_counter()
+                float(other._train_step(X, None)["d_loss"])
+                other_times.append(time.perf_counter() - t)
         step_ms = statistics.median(times) * 1000
         # The ceiling next to the timed steps, so both see the same machine load.
         ceiling = matmul_ceiling(compute_dtype(config.mixed_precision), args.matmul_size)
@@ -116,6 +134,17 @@ def main():
     print(f"trainer step: {step_ms:.1f} ms ({result['images_per_sec']} images/s) = "
           f"{step_gflops} GFLOP/s, {step_share:.0%} of the matmul; through the loop "
           f"{loop_step_ms:.1f} ms per step = {loop_gflops} GFLOP/s, {loop_share:.0%}")
+    if other_times:
+        other_ms = statistics.median(other_times) * 1000
+        other_per_sec = args.batch_size / other_ms * 1000
+        other_gflops, other_share = pass_speed(other_per_sec, other_flops["step"], ceiling)
+        result.update(versus=parse_set(args.versus), versus_step_ms=round(other_ms, 2),
+                      versus_images_per_sec=round(other_per_sec, 2),
+                      versus_speedup=round(other_per_sec / images_per_sec, 3),
+                      versus_gflops=other_gflops, versus_of_matmul=other_share)
+        print(f"with {' '.join(args.versus)}: {other_ms:.1f} ms ({other_per_sec:.2f} "
+              f"images/s) = {other_gflops} GFLOP/s, {other_share:.0%} of the matmul; "
+              f"{result['versus_speedup']}x the first")
     if args.torch_python:
         ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
         out = subprocess.run([args.torch_python, ref, "--batch-size", str(args.batch_size),
