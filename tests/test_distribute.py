@@ -21,7 +21,7 @@ TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_si
 LEARNING_RATE = 2e-4
 
 
-def python(*args, env=None, timeout=300):
+def python(*args, env=None, timeout=900):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
@@ -105,7 +105,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_pa
     workers = [train(str(config), image_folder, save, env={"TF_CONFIG": json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": i}})}) for i in range(2)]
     try:
-        outputs = [w.communicate(timeout=300) for w in workers]
+        outputs = [w.communicate(timeout=900) for w in workers]
     finally:
         for w in workers:
             w.kill()
@@ -124,7 +124,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_pa
     single = tmp_path / "single.json"
     single.write_text(json.dumps(TINY))
     one = train(str(single), image_folder, str(tmp_path / "one"))
-    stdout, stderr = one.communicate(timeout=300)
+    stdout, stderr = one.communicate(timeout=900)
     assert one.returncode == 0, stderr[-3000:]
     one_losses = read_jsonl(os.path.join(tmp_path, "one", "losses.jsonl"))
     two_losses = read_jsonl(os.path.join(save, "losses.jsonl"))
@@ -135,7 +135,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_pa
     resume = tmp_path / "resume.json"
     resume.write_text(json.dumps({**TINY, "num_epochs": 3}))
     r = train(str(resume), image_folder, save)
-    stdout, stderr = r.communicate(timeout=300)
+    stdout, stderr = r.communicate(timeout=900)
     assert r.returncode == 0, stderr[-3000:]
     assert "resumed at epoch 2, step 4" in stdout
     assert [m["replicas"] for m in read_jsonl(os.path.join(save, "metrics.jsonl"))] == \
