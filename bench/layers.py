@@ -81,7 +81,9 @@ def tf_layer_ms(layer, shape, batch_size, repeats):
             tape.watch(x)
             y = layer(x)
             loss = tf.reduce_sum(y * dy)
-        return tape.gradient(loss, [x, layer.kernel])
+        # The loss is returned too: a layer is linear, so its gradients do not need y, and
+        # TensorFlow would otherwise prune the forward pass (PyTorch's side runs it).
+        return [loss] + tape.gradient(loss, [x, layer.kernel])
 
     return (timed(lambda: forward().numpy(), repeats),
             timed(lambda: [g.numpy() for g in backward()], repeats))
