@@ -22,10 +22,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from learning.distribute import cpu_flags  # noqa: E402  (the path above: the repo's packages)
+from bench.serve import stopwatch  # noqa: E402  (the path above: the repo's packages)
+from learning.distribute import cpu_flags  # noqa: E402
 
 # The CPU features that decide dense speed here: AVX2 and AVX-512 vector widths, and the
 # bfloat16 dot-product (AVX512_BF16) and matrix (AMX) instructions.
@@ -88,27 +88,44 @@ def compute_dtype(mixed_precision):
     return mixed_precision or "float32"
 
 
-def matmul_ceiling(dtype="float32", n=4096, repeats=3):
-    """GFLOP/s of an n x n by n x n `tf.matmul` in `dtype`, the median of `repeats` timed
-    calls after one warm-up: the machine's practical dense limit (2 n^3 FLOPs a call)."""
+def matmul_timer(dtype="float32", n=4096):
+    """A callable that runs one n x n by n x n `tf.matmul` in `dtype` and returns its
+    seconds (2 n^3 FLOPs a call); warmed up once here."""
     import tensorflow as tf
     a = tf.cast(tf.random.stateless_uniform((n, n), seed=(1, 2)), dtype)
     b = tf.cast(tf.random.stateless_uniform((n, n), seed=(3, 4)), dtype)
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        c = tf.matmul(a, b)
-        c[0, 0].numpy()          # wait for the result (eager may run asynchronously on a GPU)
-        if i:                    # the first call is the warm-up
-            times.append(time.perf_counter() - start)
-    gflops = 2 * n ** 3 / statistics.median(times) / 1e9
-    return {"dtype": dtype, "n": n, "repeats": repeats, "gflops": round(gflops, 1)}
+
+    def run():
+        tf.matmul(a, b)[0, 0].numpy()   # wait for the result (a GPU's eager ops are async)
+    run()
+    return lambda: stopwatch(run)
+
+
+def matmul_gflops(seconds, n=4096):
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def ceiling_from(seconds, dtype="float32", n=4096):
+    """The ceiling record of matmuls timed `seconds`: GFLOP/s of their median, and range."""
+    speeds = [matmul_gflops(t, n) for t in seconds]
+    return {"dtype": dtype, "n": n, "repeats": len(seconds),
+            "gflops": round(statistics.median(speeds), 1),
+            "gflops_range": [round(min(speeds), 1), round(max(speeds), 1)]}
+
+
+def matmul_ceiling(dtype="float32", n=4096, repeats=3):
+    """GFLOP/s of an n x n `tf.matmul` in `dtype`, the median of `repeats` timed calls after
+    one warm-up: the machine's practical dense limit, as it is at this moment (the benchmarks
+    that compare against it time it in turn with their own passes: bench/serve.py)."""
+    timer = matmul_timer(dtype, n)
+    return ceiling_from([timer() for _ in range(repeats)], dtype, n)
 
 
 def describe_ceiling(ceiling):
+    low, high = ceiling["gflops_range"]
     return (f"tf.matmul {ceiling['n']}x{ceiling['n']} {ceiling['dtype']}: "
-            f"{ceiling['gflops']:.1f} GFLOP/s (median of {ceiling['repeats']}, after a "
-            f"warm-up): the ceiling the passes below are measured against")
+            f"{ceiling['gflops']:.1f} GFLOP/s (median of {ceiling['repeats']} after a warm-up; "
+            f"{low:.0f}-{high:.0f}): the ceiling the passes below are measured against")
 
 
 def pass_speed(images_per_sec, flops_per_image, ceiling):

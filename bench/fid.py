@@ -1,26 +1,31 @@
 """Benchmark learning/fid.py: Inception feature throughput and the Fréchet distance's cost.
 
-    python bench/fid.py [--batch-size 50] [--batches 3] [--image-size 64] [--torch-python PY]
+    python bench/fid.py [--batch-size 50] [--rounds 4] [--image-size 64] [--torch-python PY]
                         [--metrics-n 10000]
 
 Prints readable lines, then one JSON line (the last) with `features_images_per_sec`,
 `frechet_seconds`, `scipy_sqrtm_seconds`, their `relative_difference`, the `speedup`,
 `metrics_seconds` (KID, precision/recall, density/coverage of --metrics-n generated against as
 many real features) with `metrics_of_inception_pass` (that time over the Inception pass for
---metrics-n images at the measured rate) and the `device`. With --torch-python (a Python that has torch), the TorchScript original of the
-network (`bench/torchscript_reference.py`) is timed in the same run, alternating with ours,
-and `torchscript_images_per_sec` and `features_vs_torchscript` are added. The distance is timed on full-rank 2048-d statistics built from 4096 correlated
-features per set, so both methods solve the same well-posed problem.
+--metrics-n images at the measured rate) and the `device`. The distance is timed on
+full-rank 2048-d statistics built from 4096 correlated features per set, so both methods
+solve the same well-posed problem.
 
-The feature pass is also given as GFLOP/s, from the network's FLOPs per 299x299 image counted
-from its layers (bench/common.py; about 11.4 GFLOP), and as a share of a 4096x4096 float32
-`tf.matmul` timed in the same run; the JSON line records the machine (CPU model, cores,
+The feature pass is timed one batch per round, in turn with a 4096x4096 float32 `tf.matmul`
+and, with --torch-python (a Python that has torch), with a batch of the network's
+TorchScript original (`bench/torchscript_reference.py`, served by that Python): the machine's
+speed drifts (bench/serve.py), so ratios are taken within a round and their median over
+rounds is reported. The pass is given as GFLOP/s, from the network's FLOPs per 299x299 image
+counted from its layers (bench/common.py; about 11.4 GFLOP), and as a share of the same
+round's matmul (`features_of_matmul`); with --torch-python, `torchscript_images_per_sec` and
+`features_vs_torchscript` are added. The JSON line records the machine (CPU model, cores,
 flags, TensorFlow, oneDNN).
 """
 import argparse
+import contextlib
 import json
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -31,36 +36,36 @@ import tensorflow as tf
 from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import (describe_ceiling, forward_flops, machine_info,  # noqa: E402
-                          matmul_ceiling, pass_speed)
+from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa: E402
+                          machine_info, matmul_gflops, matmul_timer)
+from bench.serve import Served, interleave, spread, stopwatch  # noqa: E402
 from learning import fid  # noqa: E402  (the path above makes the repo importable)
 from learning.inception import build_inception  # noqa: E402
 
 
-def feature_throughput(batch_size, batches, image_size):
+def feature_timer(batch_size, image_size):
+    """A callable timing our Inception features of one batch (seconds); warmed up here."""
     inception = fid.InceptionFeatures()
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0, seed=0)
-    inception.extract(images).numpy()                     # warm-up: trace and first run
-    times = []
-    for _ in range(batches):
-        start = time.perf_counter()
+
+    def run():
         inception.extract(images).numpy()
-        times.append(time.perf_counter() - start)
-    return batch_size / np.median(times), times
+    run()                                                 # warm-up: trace and first run
+    return lambda: stopwatch(run)
 
 
-def torchscript_throughput(python, batch_size, batches):
-    """Images/s of the TorchScript original, run by `python` (which has torch)."""
+@contextlib.contextmanager
+def served_torchscript(python, batch_size):
+    """The TorchScript original, run by `python` (which has torch), one batch a call."""
     data = fid.read_inception_pt(fid.find_inception_weights())   # SHA1-checked
     with tempfile.TemporaryDirectory() as folder:
         pt = os.path.join(folder, "default_1.pt")
         with open(pt, "wb") as f:
             f.write(data)
         script = Path(__file__).resolve().parent / "torchscript_reference.py"
-        out = subprocess.run([python, str(script), "--pt", pt, "--batch-size", str(batch_size),
-                              "--batches", str(batches)], capture_output=True, text=True,
-                             check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        with Served([python, str(script), "--pt", pt, "--batch-size",
+                     str(batch_size)]) as served:
+            yield served
 
 
 def structured_features(seed, n=4096, d=fid.FEATURE_DIM, shift=0.0):
@@ -94,12 +99,11 @@ def scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--torch-python", default=None,
                         help="a Python with torch: time the TorchScript network too")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating rounds of ours and TorchScript (with --torch-python)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds of (matmul, our batch, [TorchScript batch]), in turn")
     parser.add_argument("--matmul-size", type=int, default=4096,
                         help="side of the square tf.matmul that gives the machine's ceiling")
     parser.add_argument("--metrics-n", type=int, default=10000,
@@ -115,26 +119,42 @@ def main():
     flops = forward_flops(build_inception())
     print(f"Inception pass: {flops / 1e9:.2f} GFLOP per image")
 
-    ours_runs, torch_runs = [], []
-    for _ in range(args.rounds if args.torch_python else 1):
-        per_sec, times = feature_throughput(args.batch_size, args.batches, args.image_size)
-        ours_runs.append(per_sec)
-        print(f"features: {per_sec:.1f} images/s (batch {args.batch_size} of "
-              f"{args.image_size}x{args.image_size}x3, per-batch seconds "
-              f"{', '.join(f'{t:.2f}' for t in times)})")
+    n = args.matmul_size
+    timers = {"matmul": matmul_timer("float32", n),
+              "features": feature_timer(args.batch_size, args.image_size)}
+    with contextlib.ExitStack() as stack:
         if args.torch_python:
-            ref = torchscript_throughput(args.torch_python, args.batch_size, args.batches)
-            torch_runs.append(ref["images_per_sec"])
-            print(f"TorchScript default_1.pt (torch {ref['torch']}, {ref['threads']} threads): "
-                  f"{ref['images_per_sec']:.1f} images/s (299x299 input)")
-    per_sec = float(np.median(ours_runs))
-    ceiling = matmul_ceiling("float32", args.matmul_size)
+            timers["torchscript"] = stack.enter_context(
+                served_torchscript(args.torch_python, args.batch_size))
+            torch_info = json.loads(timers["torchscript"].info[-1])
+        seconds = interleave(timers, args.rounds)
+    ceiling = ceiling_from(seconds["matmul"], "float32", n)
     print(describe_ceiling(ceiling))
-    gflops, share = pass_speed(per_sec, flops, ceiling)
-    print(f"features, median: {per_sec:.1f} images/s = {gflops} GFLOP/s, {share:.0%} of the matmul")
-    if torch_runs:
-        torch_gflops, torch_share = pass_speed(float(np.median(torch_runs)), flops, ceiling)
-        print(f"TorchScript: {torch_gflops} GFLOP/s, {torch_share:.0%} of the tf.matmul")
+
+    def gflops(batch_seconds):
+        return args.batch_size * flops / batch_seconds / 1e9
+
+    per_sec = args.batch_size / statistics.median(seconds["features"])
+    share = spread([gflops(t) / matmul_gflops(m, n)
+                    for t, m in zip(seconds["features"], seconds["matmul"])])
+    print(f"features: {per_sec:.1f} images/s (batch {args.batch_size} of "
+          f"{args.image_size}x{args.image_size}x3, median of {args.rounds} rounds) = "
+          f"{per_sec * flops / 1e9:.1f} GFLOP/s, {share['median']:.0%} of the same round's matmul "
+          f"({share['min']:.0%}-{share['max']:.0%})")
+    extra = {}
+    if args.torch_python:
+        reference = args.batch_size / statistics.median(seconds["torchscript"])
+        versus = spread([r / t for t, r in zip(seconds["features"], seconds["torchscript"])])
+        torch_share = spread([gflops(r) / matmul_gflops(m, n)
+                              for r, m in zip(seconds["torchscript"], seconds["matmul"])])
+        extra = {"torchscript_images_per_sec": round(reference, 2), "torch": torch_info["torch"],
+                 "features_vs_torchscript": versus["median"],
+                 "features_vs_torchscript_range": [versus["min"], versus["max"]],
+                 "torchscript_of_matmul": torch_share["median"]}
+        print(f"TorchScript default_1.pt (torch {torch_info['torch']}, {torch_info['threads']} "
+              f"threads, 299x299 input): {reference:.1f} images/s, {torch_share['median']:.0%} "
+              f"of the tf.matmul; ours / TorchScript = {versus['median']} ({versus['min']}-"
+              f"{versus['max']}, round by round)")
 
     mu1, sigma1 = structured_statistics(1)
     mu2, sigma2 = structured_statistics(2)
@@ -158,18 +178,15 @@ def main():
           f"{metrics_time:.1f} s, {metrics_time / inception_time:.1%} of the Inception pass "
           f"over {args.metrics_n} images ({inception_time:.0f} s at {per_sec:.1f} images/s)")
 
-    extra = {}
-    if torch_runs:
-        reference = float(np.median(torch_runs))
-        extra = {"torchscript_images_per_sec": round(reference, 2),
-                 "features_vs_torchscript": round(per_sec / reference, 3),
-                 "torchscript_gflops": torch_gflops, "torchscript_of_matmul": torch_share}
     print(json.dumps({
         "features_images_per_sec": round(per_sec, 2), **extra,
         "features_batch_size": args.batch_size,
         "features_image_size": args.image_size,
         "inception_gflop_per_image": round(flops / 1e9, 3),
-        "matmul": ceiling, "features_gflops": gflops, "features_of_matmul": share,
+        "rounds": args.rounds, "matmul": ceiling,
+        "features_gflops": round(per_sec * flops / 1e9, 1),
+        "features_of_matmul": share["median"],
+        "features_of_matmul_range": [share["min"], share["max"]],
         "frechet_seconds": round(frechet_seconds, 3),
         "scipy_sqrtm_seconds": round(sqrtm_seconds, 3),
         "relative_difference": relative,

@@ -19,10 +19,8 @@ where given, and the machine (bench/common.py).
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,6 +29,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.common import layer_flops, machine_info  # noqa: E402
+from bench.serve import timed  # noqa: E402  (its first call traces and warms up)
 from learning.config import Config  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
@@ -54,16 +53,6 @@ def conv_specs(model):
                 shape = tuple(int(d) for d in layer.input.shape[1:])
                 specs.append((net.name, layer.name, kind, shape, layer.filters, layer))
     return specs
-
-
-def timed(fn, repeats):
-    fn()                                         # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def tf_layer_ms(layer, shape, batch_size, repeats):

@@ -6,21 +6,10 @@ Prints one JSON line: {"torch": version, "threads": n, "layers": {name: {"forwar
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from serve import timed    # bench/serve.py: the script's folder is on sys.path
 from torch import nn
-
-
-def timed(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main():

@@ -3,14 +3,15 @@ against, run in the same session. Not part of the package; torch is never a depe
 the project (run it with a Python that has torch, e.g. `pip install torch==2.13.0` in a
 scratch venv).
 
-Prints one JSON line: {"images_per_sec", "step_ms", ...}.
+Prints one JSON line: {"images_per_sec", "step_ms", ...}; with --serve, times one step per
+line it reads instead (bench/serve.py), so that the benchmark can alternate it with its own.
 """
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from serve import serve, stopwatch    # bench/serve.py: the script's folder is on sys.path
 from torch import nn
 
 
@@ -46,6 +47,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--serve", action="store_true",
+                   help="time one step per line read from stdin (bench/serve.py)")
     args = p.parse_args()
     torch.manual_seed(0)
     G, D = generator(), discriminator()
@@ -72,12 +75,11 @@ def main():
 
     for _ in range(args.warmup):
         step()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    ms = statistics.median(times) * 1000
+    if args.serve:
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}))
+        serve(step)
+        return
+    ms = statistics.median(stopwatch(step) for _ in range(args.steps)) * 1000
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "step_ms": ms,
                       "images_per_sec": n / (ms / 1000)}))

@@ -1,5 +1,9 @@
-"""The benchmarks' FLOP counter (bench/common.py), against counts worked out by hand."""
+"""The benchmarks' FLOP counter (bench/common.py), against counts worked out by hand; the
+alternating timer (bench/serve.py) and a small run of bench/train_step.py."""
+import json
 import os
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -96,3 +100,60 @@ def test_mnist_dcgan_counts():
     assert (flops["G_forward"], flops["D_forward"]) == (2 * g, 2 * d)
     # d_separate_updates splits D's update in two halves: the same work.
     assert flops["step"] == 2 * (g + 2 * (3 * d - d1) + 2 * (3 * g - g1 + 3 * d))
+
+
+# ------------------------------------------------------------------ timing in turn
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def test_interleave_times_each_pass_once_per_round_in_turn():
+    from bench.serve import interleave, spread
+    order = []
+    timers = {name: (lambda name=name: order.append(name) or len(order))
+              for name in ("matmul", "step", "reference")}
+    seconds = interleave(timers, rounds=3)
+    assert order == ["matmul", "step", "reference"] * 3
+    assert seconds["step"] == [2, 5, 8]
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_served_reference_runs_one_pass_per_call(tmp_path):
+    """A served script (as the PyTorch references are) says what it is, then answers each
+    call with the seconds of one pass; closing it ends the process."""
+    from bench.serve import Served
+    script = tmp_path / "ref.py"
+    script.write_text(
+        f"import sys, time\nsys.path.insert(0, {BENCH!r})\nfrom serve import serve\n"
+        "calls = []\nprint('{\"name\": \"sleeper\"}')\n"
+        "serve(lambda: calls.append(time.sleep(0.05 * len(calls))))\n")
+    with Served([sys.executable, str(script)]) as served:
+        assert json.loads(served.info[-1]) == {"name": "sleeper"}
+        first, second = served(), served()       # calls 2 and 3: the warm-up was call 1
+    assert 0.05 <= first < 0.5 and 0.10 <= second < 0.6
+    assert served.process.returncode == 0
+
+
+def test_served_script_that_fails_says_so(tmp_path):
+    from bench.serve import Served
+    script = tmp_path / "broken.py"
+    script.write_text("raise SystemExit(3)\n")
+    with pytest.raises(RuntimeError, match="exited before it was ready"):
+        Served([sys.executable, str(script)])
+
+
+def test_train_step_bench_runs_a_served_copy_with_other_environment():
+    """bench/train_step.py alternates its step with a copy of itself run with
+    --versus-env's variables: the copy really ran with them (oneDNN off there, on here)."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "train_step.py"), "--batch-size", "4",
+         "--image-size", "32", "--rounds", "2", "--warmup", "1", "--loop-rounds", "1",
+         "--loop-steps", "1", "--matmul-size", "256", "--versus-env",
+         "TF_ENABLE_ONEDNN_OPTS=0"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["machine"]["onednn"] is True and result["versus_env_onednn"] is False
+    assert result["rounds"] == 2 and result["versus_env_speedup"] > 0
+    assert 0 < result["step_of_matmul"] and result["matmul"]["repeats"] == 2
+    assert result["step_ms_range"][0] <= result["step_ms"] <= result["step_ms_range"][1]

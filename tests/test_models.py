@@ -107,3 +107,60 @@ def test_cgan_generator_starts_with_varied_images():
     z = np.random.default_rng(0).normal(size=(200, config.z_dim)).astype(np.float32)
     images = model.G(tf.constant(z), tf.constant(np.arange(200) % 10)).numpy()
     assert images.std(axis=0).mean() > 0.2
+
+
+# ------------------------------------------------------------------ fused batch norm
+@pytest.mark.parametrize("shape", [(16, 6, 6, 8), (32, 10)])
+def test_fused_batch_norm_is_keras_batch_norm(shape):
+    """models.layers.BatchNormalization (TensorFlow's fused kernel while training) gives
+    Keras's outputs, gradients and moving averages: the moving variance takes the biased
+    batch variance, as Keras's does (the kernel's own is n / (n - 1) larger)."""
+    import keras
+
+    from models.layers import BatchNormalization
+    x = tf.random.stateless_normal(shape, seed=(1, 2)) * 2 + 0.5
+    dy = tf.random.stateless_normal(shape, seed=(3, 4))
+    results = []
+    for cls in (BatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(momentum=0.9, epsilon=1e-5)
+        layer.build(shape)
+        layer.gamma.assign(tf.linspace(0.5, 1.5, shape[-1]))
+        layer.beta.assign(tf.linspace(-1.0, 1.0, shape[-1]))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * dy)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        layer(x * 3.0, training=True)                       # a second update of the averages
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance,
+                        layer(x, training=False)])
+    names = ["output", "dx", "dgamma", "dbeta", "moving mean", "moving variance", "inference"]
+    for name, ours, keras_value in zip(names, *results):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_value), rtol=1e-5,
+                                   atol=1e-5, err_msg=name)
+    # The moving variance is far enough from 1 that a Bessel factor would show.
+    n = np.prod(shape[:-1])
+    assert float(results[0][5][0]) != pytest.approx(float(results[1][5][0]) * n / (n - 1),
+                                                    rel=1e-6)
+
+
+def test_training_batch_norm_runs_the_fused_kernel():
+    """The fused path is taken in training mode (and only there); synchronized statistics
+    (batch_norm_sync) keep Keras's own ops."""
+    from models.layers import BatchNormalization
+
+    def op_types(layer, training):
+        fn = tf.function(lambda x: layer(x, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec((8, 4, 4, 3))).graph
+        return {op.type for op in graph.get_operations()}
+    layer = BatchNormalization()
+    layer.build((8, 4, 4, 3))
+    assert "FusedBatchNormV3" in op_types(layer, True)
+    assert "FusedBatchNormV3" not in op_types(layer, False)
+    synced = BatchNormalization(synchronized=True)
+    synced.build((8, 4, 4, 3))
+    assert "FusedBatchNormV3" not in op_types(synced, True)
+    model = build_model(Config(image_size=(64, 64)), (64, 64, 3))
+    norms = [layer for layer in model.generator.layers + model.discriminator.layers
+             if "bn" in layer.name]
+    assert norms and all(isinstance(layer, BatchNormalization) for layer in norms)
