@@ -1,7 +1,7 @@
 """Benchmark learning/fid.py: Inception feature throughput and the Fréchet distance's cost.
 
     python bench/fid.py [--batch-size 50] [--rounds 4] [--image-size 64] [--torch-python PY]
-                        [--metrics-n 10000]
+                        [--versus-env NAME=VALUE ...] [--metrics-n 10000]
 
 Prints readable lines, then one JSON line (the last) with `features_images_per_sec`,
 `frechet_seconds`, `scipy_sqrtm_seconds`, their `relative_difference`, the `speedup`,
@@ -18,7 +18,9 @@ speed drifts (bench/serve.py), so ratios are taken within a round and their medi
 rounds is reported. The pass is given as GFLOP/s, from the network's FLOPs per 299x299 image
 counted from its layers (bench/common.py; about 11.4 GFLOP), and as a share of the same
 round's matmul (`features_of_matmul`); with --torch-python, `torchscript_images_per_sec` and
-`features_vs_torchscript` are added. The JSON line records the machine (CPU model, cores,
+`features_vs_torchscript` are added; with --versus-env (e.g. TF_ENABLE_ONEDNN_OPTS=1), a
+copy of this benchmark run with those variables set is timed in turn too, and
+`versus_env_speedup` (our seconds over its) is added. The JSON line records the machine (CPU model, cores,
 flags, TensorFlow, oneDNN).
 """
 import argparse
@@ -38,20 +40,20 @@ from scipy import linalg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa: E402
                           machine_info, matmul_gflops, matmul_timer)
-from bench.serve import Served, interleave, spread, stopwatch  # noqa: E402
+from bench.serve import Served, interleave, serve, spread, stopwatch  # noqa: E402
 from learning import fid  # noqa: E402  (the path above makes the repo importable)
 from learning.inception import build_inception  # noqa: E402
 
 
-def feature_timer(batch_size, image_size):
-    """A callable timing our Inception features of one batch (seconds); warmed up here."""
+def feature_pass(batch_size, image_size):
+    """A callable computing our Inception features of one batch; warmed up here."""
     inception = fid.InceptionFeatures()
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0, seed=0)
 
     def run():
         inception.extract(images).numpy()
     run()                                                 # warm-up: trace and first run
-    return lambda: stopwatch(run)
+    return run
 
 
 @contextlib.contextmanager
@@ -106,10 +108,20 @@ def main():
                         help="rounds of (matmul, our batch, [TorchScript batch]), in turn")
     parser.add_argument("--matmul-size", type=int, default=4096,
                         help="side of the square tf.matmul that gives the machine's ceiling")
+    parser.add_argument("--versus-env", nargs="+", default=None, metavar="NAME=VALUE",
+                        help="also time the pass in a copy of this benchmark with these "
+                             "environment variables set, in turn with ours (e.g. "
+                             "--versus-env TF_ENABLE_ONEDNN_OPTS=1)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-n", type=int, default=10000,
                         help="samples per side for timing KID, precision/recall, "
                              "density/coverage (default 10000, as test.py's)")
     args = parser.parse_args()
+    if args.serve:                                   # the copy that --versus-env runs
+        run = feature_pass(args.batch_size, args.image_size)
+        print(json.dumps({"machine": machine_info()}))
+        serve(run)
+        return
     machine = machine_info()
     device = machine["device"]
     print(f"device: {device}; flags {machine['flags']}; TensorFlow {machine['tf']}, "
@@ -120,9 +132,15 @@ def main():
     print(f"Inception pass: {flops / 1e9:.2f} GFLOP per image")
 
     n = args.matmul_size
-    timers = {"matmul": matmul_timer("float32", n),
-              "features": feature_timer(args.batch_size, args.image_size)}
+    run = feature_pass(args.batch_size, args.image_size)
+    timers = {"matmul": matmul_timer("float32", n), "features": lambda: stopwatch(run)}
     with contextlib.ExitStack() as stack:
+        if args.versus_env:
+            env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}
+            timers["versus_env"] = stack.enter_context(Served(
+                [sys.executable, os.path.abspath(__file__), "--batch-size",
+                 str(args.batch_size), "--image-size", str(args.image_size)], env=env))
+            versus_env_machine = json.loads(timers["versus_env"].info[-1])["machine"]
         if args.torch_python:
             timers["torchscript"] = stack.enter_context(
                 served_torchscript(args.torch_python, args.batch_size))
@@ -142,15 +160,25 @@ def main():
           f"{per_sec * flops / 1e9:.1f} GFLOP/s, {share['median']:.0%} of the same round's matmul "
           f"({share['min']:.0%}-{share['max']:.0%})")
     extra = {}
+    if args.versus_env:
+        versus = spread([t / v for t, v in zip(seconds["features"], seconds["versus_env"])])
+        env_per_sec = args.batch_size / statistics.median(seconds["versus_env"])
+        extra.update(versus_env=args.versus_env, versus_env_onednn=versus_env_machine["onednn"],
+                     versus_env_images_per_sec=round(env_per_sec, 2),
+                     versus_env_speedup=versus["median"],
+                     versus_env_speedup_range=[versus["min"], versus["max"]])
+        print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
+              f"{'on' if versus_env_machine['onednn'] else 'off'}): {env_per_sec:.1f} images/s; "
+              f"ours / it = {versus['median']} ({versus['min']}-{versus['max']}, round by round)")
     if args.torch_python:
         reference = args.batch_size / statistics.median(seconds["torchscript"])
         versus = spread([r / t for t, r in zip(seconds["features"], seconds["torchscript"])])
         torch_share = spread([gflops(r) / matmul_gflops(m, n)
                               for r, m in zip(seconds["torchscript"], seconds["matmul"])])
-        extra = {"torchscript_images_per_sec": round(reference, 2), "torch": torch_info["torch"],
-                 "features_vs_torchscript": versus["median"],
-                 "features_vs_torchscript_range": [versus["min"], versus["max"]],
-                 "torchscript_of_matmul": torch_share["median"]}
+        extra.update(torchscript_images_per_sec=round(reference, 2), torch=torch_info["torch"],
+                     features_vs_torchscript=versus["median"],
+                     features_vs_torchscript_range=[versus["min"], versus["max"]],
+                     torchscript_of_matmul=torch_share["median"])
         print(f"TorchScript default_1.pt (torch {torch_info['torch']}, {torch_info['threads']} "
               f"threads, 299x299 input): {reference:.1f} images/s, {torch_share['median']:.0%} "
               f"of the tf.matmul; ours / TorchScript = {versus['median']} ({versus['min']}-"
