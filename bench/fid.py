@@ -169,7 +169,7 @@ def main():
                      versus_env_speedup_range=[versus["min"], versus["max"]])
         print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
               f"{'on' if versus_env_machine['onednn'] else 'off'}): {env_per_sec:.1f} images/s; "
-              f"ours / it = {versus['median']} ({versus['min']}-{versus['max']}, round by round)")
+              f"{versus['median']}x ours ({versus['min']}-{versus['max']}, round by round)")
     if args.torch_python:
         reference = args.batch_size / statistics.median(seconds["torchscript"])
         versus = spread([r / t for t, r in zip(seconds["features"], seconds["torchscript"])])

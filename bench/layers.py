@@ -1,6 +1,6 @@
 """Where the training step's time goes: each convolution of the tutorial's 64x64 DCGAN timed
 alone, forward and forward + backward, in TensorFlow and (with --torch-python) in PyTorch
-in the same run.
+in the same run; then each batch norm, this project's layer against Keras's.
 
     python bench/layers.py [--batch-size 64] [--repeats 5] [--torch-python PY]
 
@@ -13,24 +13,34 @@ forward pass included). The step runs G forward 3 times and backward twice, D fo
 times and backward 5 times (1 D + 2 G updates; `reuse_g_forward` saves one G forward), so
 `step_share` weighs each layer's time by those counts.
 
+Batch norm (`models.layers.BatchNormalization`: TensorFlow's fused kernel while training)
+is timed forward + backward in training mode (gradients w.r.t. x, gamma and beta) against
+`keras.layers.BatchNormalization` on the same input, in turn, --repeats rounds; the step
+runs each such pass as often as the network's backward passes.
+
+oneDNN is on unless TF_ENABLE_ONEDNN_OPTS says otherwise, as in train.py.
+
 Human-readable lines, then one JSON line with every layer's milliseconds, the PyTorch ones
 where given, and the machine (bench/common.py).
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")   # as train.py: the kernels train.py runs
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.common import layer_flops, machine_info  # noqa: E402
-from bench.serve import timed  # noqa: E402  (its first call traces and warms up)
+from bench.serve import interleave, stopwatch, timed  # noqa: E402
 from learning.config import Config  # noqa: E402
+from models.layers import BatchNormalization  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")   # one tf.function per layer is intended, not retracing
@@ -76,6 +86,41 @@ def tf_layer_ms(layer, shape, batch_size, repeats):
 
     return (timed(lambda: forward().numpy(), repeats),
             timed(lambda: [g.numpy() for g in backward()], repeats))
+
+
+def batch_norm_rows(model, batch_size, rounds):
+    """Per batch norm of the model: training-mode forward + backward ms, ours (fused) and
+    Keras's, timed in turn for `rounds` rounds (medians)."""
+    rows = []
+    for net in (model.generator, model.discriminator):
+        for layer in net.layers:
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                continue
+            shape = (batch_size,) + tuple(int(d) for d in layer.input.shape[1:])
+            x = tf.random.normal(shape, seed=0)
+            dy = tf.random.normal(shape, seed=1)
+            timers = {}
+            for name, cls in (("ours", BatchNormalization),
+                              ("keras", keras.layers.BatchNormalization)):
+                norm = cls(momentum=0.9, epsilon=1e-5)
+                norm.build(shape)
+
+                @tf.function
+                def backward(norm=norm):
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        loss = tf.reduce_sum(norm(x, training=True) * dy)
+                    return tape.gradient(loss, [x, norm.gamma, norm.beta])
+                run = (lambda fn=backward: [g.numpy() for g in fn()])
+                run()                                        # trace and warm up
+                timers[name] = (lambda run=run: stopwatch(run))
+            seconds = interleave(timers, rounds)
+            ms = {k: statistics.median(v) * 1000 for k, v in seconds.items()}
+            rows.append({"network": net.name, "layer": layer.name, "input": list(shape[1:]),
+                         "ours_ms": round(ms["ours"], 2), "keras_ms": round(ms["keras"], 2),
+                         "step_ms_ours": round(PASSES[net.name]["backward"] * ms["ours"], 1),
+                         "step_ms_keras": round(PASSES[net.name]["backward"] * ms["keras"], 1)})
+    return rows
 
 
 def main():
@@ -136,7 +181,19 @@ def main():
         r["step_share"] = round(r["tf_step_ms"] / weighted["tf"], 3)
     print(f"convolutions' time in one step, weighted by passes: ours {weighted['tf']:.0f} ms"
           + (f", PyTorch {weighted['torch']:.0f} ms" if torch_ms else ""))
+    norms = batch_norm_rows(model, args.batch_size, args.repeats)
+    print("batch norm, training mode, forward + backward (ms, median of "
+          f"{args.repeats} rounds in turn): ours (TensorFlow's fused kernel) | Keras's")
+    for r in norms:
+        print(f"{r['network'][:1].upper()} {r['layer']:<16} {'x'.join(map(str, r['input'])):>10}:"
+              f" {r['ours_ms']:7.2f} | {r['keras_ms']:7.2f}")
+    norm_ours = sum(r["step_ms_ours"] for r in norms)
+    norm_keras = sum(r["step_ms_keras"] for r in norms)
+    print(f"batch norm's time in one step, weighted by backward passes: ours {norm_ours:.0f} ms,"
+          f" Keras's {norm_keras:.0f} ms")
     print(json.dumps({"bench": "layers", "batch_size": args.batch_size, "layers": rows,
+                      "batch_norm": norms, "step_batch_norm_ms": round(norm_ours, 1),
+                      "step_batch_norm_keras_ms": round(norm_keras, 1),
                       "step_conv_ms": round(weighted["tf"], 1),
                       "torch_step_conv_ms": round(weighted["torch"], 1) if torch_ms else None,
                       "device": machine["device"], "machine": machine}))

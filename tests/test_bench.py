@@ -157,3 +157,19 @@ def test_train_step_bench_runs_a_served_copy_with_other_environment():
     assert result["rounds"] == 2 and result["versus_env_speedup"] > 0
     assert 0 < result["step_of_matmul"] and result["matmul"]["repeats"] == 2
     assert result["step_ms_range"][0] <= result["step_ms"] <= result["step_ms_range"][1]
+
+
+def test_layers_bench_times_every_convolution_and_batch_norm():
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "layers.py"), "--batch-size", "2", "--repeats",
+         "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["layer"] for r in result["layers"]] == [
+        "layer_2_deconv", "layer_3_deconv", "layer_4_deconv", "layer_5_deconv",
+        "layer_1_conv", "layer_2_conv", "layer_3_conv", "layer_4_conv"]
+    # G's batch norms after the dense layer and 3 deconvolutions; D's after 3 convolutions.
+    assert [r["input"] for r in result["batch_norm"]] == [
+        [4, 4, 512], [8, 8, 256], [16, 16, 128], [32, 32, 64],
+        [16, 16, 128], [8, 8, 256], [4, 4, 512]]
+    assert all(r["ours_ms"] > 0 and r["keras_ms"] > 0 for r in result["batch_norm"])
