@@ -39,8 +39,9 @@ from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa: E402
-                          machine_info, matmul_gflops, matmul_timer)
-from bench.serve import Served, interleave, serve, spread, stopwatch  # noqa: E402
+                          machine_info, matmul_timer)
+from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
+                         stopwatch)
 from learning import fid  # noqa: E402  (the path above makes the repo importable)
 from learning.inception import build_inception  # noqa: E402
 
@@ -149,40 +150,39 @@ def main():
     ceiling = ceiling_from(seconds["matmul"], "float32", n)
     print(describe_ceiling(ceiling))
 
-    def gflops(batch_seconds):
-        return args.batch_size * flops / batch_seconds / 1e9
-
     per_sec = args.batch_size / statistics.median(seconds["features"])
-    share = spread([gflops(t) / matmul_gflops(m, n)
-                    for t, m in zip(seconds["features"], seconds["matmul"])])
+    # A batch's share of the matmul: (batch FLOPs / batch s) / (matmul FLOPs / matmul s).
+    scale = args.batch_size * flops / (2 * n ** 3)
+    share = speed_ratio(seconds["features"], seconds["matmul"], scale)
     print(f"features: {per_sec:.1f} images/s (batch {args.batch_size} of "
           f"{args.image_size}x{args.image_size}x3, median of {args.rounds} rounds) = "
-          f"{per_sec * flops / 1e9:.1f} GFLOP/s, {share['median']:.0%} of the same round's matmul "
-          f"({share['min']:.0%}-{share['max']:.0%})")
+          f"{per_sec * flops / 1e9:.1f} GFLOP/s; of the same round's matmul: "
+          f"{describe(share, '.0%')}")
     extra = {}
     if args.versus_env:
-        versus = spread([t / v for t, v in zip(seconds["features"], seconds["versus_env"])])
+        versus = speed_ratio(seconds["versus_env"], seconds["features"])     # its over ours
         env_per_sec = args.batch_size / statistics.median(seconds["versus_env"])
         extra.update(versus_env=args.versus_env, versus_env_onednn=versus_env_machine["onednn"],
                      versus_env_images_per_sec=round(env_per_sec, 2),
                      versus_env_speedup=versus["median"],
-                     versus_env_speedup_range=[versus["min"], versus["max"]])
+                     versus_env_speedup_range=[versus["min"], versus["max"]],
+                     versus_env_speedup_best=versus["best"])
         print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
               f"{'on' if versus_env_machine['onednn'] else 'off'}): {env_per_sec:.1f} images/s; "
-              f"{versus['median']}x ours ({versus['min']}-{versus['max']}, round by round)")
+              f"its speed / ours: {describe(versus, '')}")
     if args.torch_python:
         reference = args.batch_size / statistics.median(seconds["torchscript"])
-        versus = spread([r / t for t, r in zip(seconds["features"], seconds["torchscript"])])
-        torch_share = spread([gflops(r) / matmul_gflops(m, n)
-                              for r, m in zip(seconds["torchscript"], seconds["matmul"])])
+        versus = speed_ratio(seconds["features"], seconds["torchscript"])    # ours over it
+        torch_share = speed_ratio(seconds["torchscript"], seconds["matmul"], scale)
         extra.update(torchscript_images_per_sec=round(reference, 2), torch=torch_info["torch"],
                      features_vs_torchscript=versus["median"],
                      features_vs_torchscript_range=[versus["min"], versus["max"]],
+                     features_vs_torchscript_best=versus["best"],
                      torchscript_of_matmul=torch_share["median"])
         print(f"TorchScript default_1.pt (torch {torch_info['torch']}, {torch_info['threads']} "
-              f"threads, 299x299 input): {reference:.1f} images/s, {torch_share['median']:.0%} "
-              f"of the tf.matmul; ours / TorchScript = {versus['median']} ({versus['min']}-"
-              f"{versus['max']}, round by round)")
+              f"threads, 299x299 input): {reference:.1f} images/s, "
+              f"{torch_share['median']:.0%} of the tf.matmul; ours / TorchScript: "
+              f"{describe(versus, '')}")
 
     mu1, sigma1 = structured_statistics(1)
     mu2, sigma2 = structured_statistics(2)
@@ -215,6 +215,7 @@ def main():
         "features_gflops": round(per_sec * flops / 1e9, 1),
         "features_of_matmul": share["median"],
         "features_of_matmul_range": [share["min"], share["max"]],
+        "features_of_matmul_best": share["best"],
         "frechet_seconds": round(frechet_seconds, 3),
         "scipy_sqrtm_seconds": round(sqrtm_seconds, 3),
         "relative_difference": relative,

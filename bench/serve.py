@@ -86,6 +86,21 @@ def interleave(timers, rounds):
     return seconds
 
 
+def speed_ratio(ours, theirs, scale=1.0, digits=3):
+    """How many times faster `ours` ran than `theirs`, from their per-round seconds (times
+    `scale`): {"median", "min", "max"} of the per-round ratios, and "best": the fastest
+    round of each against the other's fastest (the machine at its least disturbed: the
+    minimum that `timeit` recommends, less sensitive to a neighbour's load than a median)."""
+    per_round = [scale * t / o for o, t in zip(ours, theirs)]
+    return {**spread(per_round, digits), "best": round(scale * min(theirs) / min(ours), digits)}
+
+
+def describe(ratio, fmt):
+    """A speed_ratio as words, its numbers in `fmt` (e.g. ".0%")."""
+    return (f"{ratio['median']:{fmt}} (median of per-round ratios; {ratio['min']:{fmt}}-"
+            f"{ratio['max']:{fmt}}; best round against best round {ratio['best']:{fmt}})")
+
+
 def spread(values, digits=3):
     """{"median", "min", "max"} of per-round values, rounded."""
     return {"median": round(statistics.median(values), digits),

@@ -9,7 +9,8 @@ each per round: a 4096x4096 `tf.matmul` in the step's dtype (the ceiling), our s
 rounds is reported with its range:
   step_ms           median of the trainer's tf.function step alone
   step_of_matmul    the step's GFLOP/s over the same round's matmul GFLOP/s (the step's
-                    FLOPs counted from the layers, see bench/common.py)
+                    FLOPs counted from the layers, see bench/common.py); *_best: the
+                    fastest step against the fastest matmul of the run (each ratio has one)
   vs_torch          with --torch-python: the same network and step in PyTorch
                     (bench/torch_reference.py, served by another Python), its seconds over
                     ours (above 1: ours faster)
@@ -43,8 +44,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.common import (ceiling_from, compute_dtype, describe_ceiling,  # noqa: E402
-                          gan_step_flops, machine_info, matmul_gflops, matmul_timer)
-from bench.serve import Served, interleave, serve, spread, stopwatch  # noqa: E402
+                          gan_step_flops, machine_info, matmul_timer)
+from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
+                         spread, stopwatch)
 from datasets.data import Dataset  # noqa: E402
 from learning import distribute  # noqa: E402
 from learning.config import Config, add_set_argument  # noqa: E402
@@ -166,8 +168,10 @@ def main():
     ceiling = ceiling_from(seconds["matmul"], dtype, n)
     step_ms = statistics.median(seconds["step"]) * 1000
     images_per_sec = args.batch_size / step_ms * 1000
-    of_matmul = [gflops(t, flops["step"]) / matmul_gflops(m, n)
-                 for t, m in zip(seconds["step"], seconds["matmul"])]
+    # A step's share of the matmul is (step FLOPs / step s) / (matmul FLOPs / matmul s).
+    share = args.batch_size * flops["step"] / (2 * n ** 3)
+    of_matmul = speed_ratio(seconds["step"], seconds["matmul"], share)
+    overhead = spread(overheads, 4)
     machine = machine_info()
     result = {"bench": "train_step", "model": args.model, "batch_size": args.batch_size,
               "image_size": s, "device": machine["device"], "tf": tf.__version__,
@@ -177,69 +181,63 @@ def main():
                                 round(max(seconds["step"]) * 1000, 1)],
               "gflop_per_image": {k: round(v / 1e9, 4) for k, v in flops.items()},
               "matmul": ceiling, "step_gflops": round(gflops(step_ms / 1000, flops["step"]), 1),
-              "step_of_matmul": spread(of_matmul)["median"],
-              "step_of_matmul_range": list(spread(of_matmul).values())[1:],
-              "loop_overhead": spread(overheads, 4)["median"],
-              "loop_overhead_range": list(spread(overheads, 4).values())[1:],
-              "machine": machine}
+              "step_of_matmul": of_matmul["median"],
+              "step_of_matmul_range": [of_matmul["min"], of_matmul["max"]],
+              "step_of_matmul_best": of_matmul["best"],
+              "loop_overhead": overhead["median"],
+              "loop_overhead_range": [overhead["min"], overhead["max"]], "machine": machine}
     print(f"{machine['device']}; flags {machine['flags']}; TensorFlow {tf.__version__}, "
           f"oneDNN {'on' if machine['onednn'] else 'off'}")
     print(f"FLOPs per image: G forward {flops['G_forward'] / 1e9:.3f} G, D forward "
           f"{flops['D_forward'] / 1e9:.3f} G, step {flops['step'] / 1e9:.3f} G "
           f"(1 D + {config.g_updates_per_step} G updates)")
     print(describe_ceiling(ceiling))
-    low, high = result["step_of_matmul_range"]
     print(f"trainer step: {step_ms:.1f} ms ({result['images_per_sec']} images/s) = "
-          f"{result['step_gflops']} GFLOP/s; {result['step_of_matmul']:.0%} of the same "
-          f"round's matmul (median of {args.rounds} rounds; {low:.0%}-{high:.0%})")
-    low, high = result["loop_overhead_range"]
-    print(f"through the training loop: {result['loop_overhead']:+.1%} per step (median of "
-          f"{args.loop_rounds} rounds of {args.loop_steps} steps; {low:+.1%} to {high:+.1%})")
+          f"{result['step_gflops']} GFLOP/s; of the same round's matmul: "
+          f"{describe(of_matmul, '.0%')}")
+    print(f"through the training loop: {overhead['median']:+.1%} per step (median of "
+          f"{args.loop_rounds} rounds of {args.loop_steps} steps; {overhead['min']:+.1%} to "
+          f"{overhead['max']:+.1%})")
+
+    def against(name, other_seconds, other_flops, label, its_over_ours):
+        """Result fields and a line for a step timed in turn with ours; returns the speed
+        ratio, its over ours or ours over its."""
+        ms = statistics.median(other_seconds) * 1000
+        speedup = (speed_ratio(other_seconds, seconds["step"]) if its_over_ours
+                   else speed_ratio(seconds["step"], other_seconds))
+        matmul = speed_ratio(other_seconds, seconds["matmul"],
+                             args.batch_size * other_flops / (2 * n ** 3))
+        result.update({f"{name}_step_ms": round(ms, 2),
+                       f"{name}_images_per_sec": round(args.batch_size / ms * 1000, 2),
+                       f"{name}_of_matmul": matmul["median"],
+                       f"{name}_of_matmul_best": matmul["best"]})
+        print(f"{label}: {ms:.1f} ms ({result[f'{name}_images_per_sec']} images/s), "
+              f"{matmul['median']:.0%} of the matmul; "
+              f"{'its speed / ours' if its_over_ours else 'ours / its'}: {describe(speedup, '')}")
+        return speedup
+
     if args.versus:
-        versus_ms = statistics.median(seconds["versus"]) * 1000
-        speedup = spread([t / v for t, v in zip(seconds["step"], seconds["versus"])])
-        versus_share = spread([gflops(v, other_flops["step"]) / matmul_gflops(m, n)
-                               for v, m in zip(seconds["versus"], seconds["matmul"])])
-        result.update(versus=parse_set(args.versus), versus_step_ms=round(versus_ms, 2),
-                      versus_images_per_sec=round(args.batch_size / versus_ms * 1000, 2),
-                      versus_speedup=speedup["median"],
+        speedup = against("versus", seconds["versus"], other_flops["step"],
+                          f"with {' '.join(args.versus)}", its_over_ours=True)
+        result.update(versus=parse_set(args.versus), versus_speedup=speedup["median"],
                       versus_speedup_range=[speedup["min"], speedup["max"]],
-                      versus_of_matmul=versus_share["median"])
-        print(f"with {' '.join(args.versus)}: {versus_ms:.1f} ms "
-              f"({result['versus_images_per_sec']} images/s), {versus_share['median']:.0%} "
-              f"of the matmul; {speedup['median']}x the first ({speedup['min']}-"
-              f"{speedup['max']}, round by round)")
+                      versus_speedup_best=speedup["best"])
     if args.versus_env:
-        env_ms = statistics.median(seconds["versus_env"]) * 1000
-        speedup = spread([t / v for t, v in zip(seconds["step"], seconds["versus_env"])])
-        env_share = spread([gflops(v, flops["step"]) / matmul_gflops(m, n)
-                            for v, m in zip(seconds["versus_env"], seconds["matmul"])])
-        result.update(versus_env=args.versus_env, versus_env_step_ms=round(env_ms, 2),
-                      versus_env_images_per_sec=round(args.batch_size / env_ms * 1000, 2),
+        speedup = against("versus_env", seconds["versus_env"], flops["step"],
+                          f"with {' '.join(args.versus_env)} (another process, oneDNN "
+                          f"{'on' if versus_env_machine['onednn'] else 'off'})",
+                          its_over_ours=True)
+        result.update(versus_env=args.versus_env, versus_env_onednn=versus_env_machine["onednn"],
                       versus_env_speedup=speedup["median"],
                       versus_env_speedup_range=[speedup["min"], speedup["max"]],
-                      versus_env_of_matmul=env_share["median"],
-                      versus_env_onednn=versus_env_machine["onednn"])
-        print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
-              f"{'on' if versus_env_machine['onednn'] else 'off'}): {env_ms:.1f} ms "
-              f"({result['versus_env_images_per_sec']} images/s), {env_share['median']:.0%} of "
-              f"this process's matmul; {speedup['median']}x the first ({speedup['min']}-"
-              f"{speedup['max']}, round by round)")
+                      versus_env_speedup_best=speedup["best"])
     if args.torch_python:
-        torch_ms = statistics.median(seconds["pytorch"]) * 1000
-        vs_torch = spread([p / t for t, p in zip(seconds["step"], seconds["pytorch"])])
-        torch_share = spread([gflops(p, flops["step"]) / matmul_gflops(m, n)
-                              for p, m in zip(seconds["pytorch"], seconds["matmul"])])
+        vs_torch = against("torch", seconds["pytorch"], flops["step"],
+                           f"PyTorch {torch_info['torch']} reference", its_over_ours=False)
         result.update(torch=torch_info["torch"], torch_threads=torch_info["threads"],
-                      torch_step_ms=round(torch_ms, 2),
-                      torch_images_per_sec=round(args.batch_size / torch_ms * 1000, 2),
                       vs_torch=vs_torch["median"], vs_torch_range=[vs_torch["min"],
                                                                    vs_torch["max"]],
-                      torch_of_matmul=torch_share["median"])
-        print(f"PyTorch {torch_info['torch']} reference: {torch_ms:.1f} ms "
-              f"({result['torch_images_per_sec']} images/s), {torch_share['median']:.0%} of "
-              f"the tf.matmul; ours / PyTorch = {vs_torch['median']} ({vs_torch['min']}-"
-              f"{vs_torch['max']}, round by round)")
+                      vs_torch_best=vs_torch["best"])
     print(json.dumps(result))
 
 
