@@ -101,24 +101,12 @@ def matmul_timer(dtype="float32", n=4096):
     return lambda: stopwatch(run)
 
 
-def matmul_gflops(seconds, n=4096):
-    return 2 * n ** 3 / seconds / 1e9
-
-
 def ceiling_from(seconds, dtype="float32", n=4096):
     """The ceiling record of matmuls timed `seconds`: GFLOP/s of their median, and range."""
-    speeds = [matmul_gflops(t, n) for t in seconds]
+    speeds = [2 * n ** 3 / t / 1e9 for t in seconds]
     return {"dtype": dtype, "n": n, "repeats": len(seconds),
             "gflops": round(statistics.median(speeds), 1),
             "gflops_range": [round(min(speeds), 1), round(max(speeds), 1)]}
-
-
-def matmul_ceiling(dtype="float32", n=4096, repeats=3):
-    """GFLOP/s of an n x n `tf.matmul` in `dtype`, the median of `repeats` timed calls after
-    one warm-up: the machine's practical dense limit, as it is at this moment (the benchmarks
-    that compare against it time it in turn with their own passes: bench/serve.py)."""
-    timer = matmul_timer(dtype, n)
-    return ceiling_from([timer() for _ in range(repeats)], dtype, n)
 
 
 def describe_ceiling(ceiling):
@@ -126,12 +114,6 @@ def describe_ceiling(ceiling):
     return (f"tf.matmul {ceiling['n']}x{ceiling['n']} {ceiling['dtype']}: "
             f"{ceiling['gflops']:.1f} GFLOP/s (median of {ceiling['repeats']} after a warm-up; "
             f"{low:.0f}-{high:.0f}): the ceiling the passes below are measured against")
-
-
-def pass_speed(images_per_sec, flops_per_image, ceiling):
-    """(GFLOP/s, share of the matmul ceiling) of a pass running at `images_per_sec`."""
-    gflops = images_per_sec * flops_per_image / 1e9
-    return round(gflops, 1), round(gflops / ceiling["gflops"], 3)
 
 
 # ------------------------------------------------------------------ FLOPs from the layers
