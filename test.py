@@ -79,7 +79,8 @@ def _at_least_one(text):
 
 # What test.py --set may change: how the samples are scored and drawn, never the model.
 TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "dataset_stats_path",
-             "inception_path", "sample_H", "sample_W", "data_dir", "max_images"}
+             "inception_path", "sample_H", "sample_W", "data_dir", "max_images",
+             "stats_split"}
 
 
 def find_checkpoints(save_dir, explicit=None):
@@ -123,6 +124,8 @@ def main(argv=None):
     if fixed:
         raise UserError(f"--set {fixed[0]}: test.py only changes how the model is evaluated "
                         f"({', '.join(sorted(TEST_KEYS))}); the model is the run's")
+    if "stats_split" in overrides and "dataset_stats_path" not in overrides:
+        overrides["dataset_stats_path"] = None    # the run's file describes its own split
     if overrides:
         config = Config.from_dict({**config.to_dict(), **overrides}, source="--set")
 

@@ -192,13 +192,15 @@ def _train(args, config, save_dir, chief):
 
     import keras
     from learning.evaluator import (FIDEvaluator, dataset_stats_path,
-                                    ensure_dataset_statistics, features_path)
+                                    ensure_dataset_statistics, features_path,
+                                    statistics_images)
     from learning.fid import FID
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
 
     # Name the statistics file now, so that hyperparam.json says which one FID uses.
-    config = config.replace(dataset_stats_path=dataset_stats_path(config, len(images)))
+    config = config.replace(dataset_stats_path=dataset_stats_path(
+        config, len(statistics_images(config, images))))
     print("config:")
     print(json.dumps(config.to_dict(), indent=2))
 

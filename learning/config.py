@@ -20,6 +20,7 @@ NAN_POLICIES = ("stop", "skip")
 Z_DISTRIBUTIONS = ("uniform", "normal")
 MIXED_PRECISION = (False, "float16", "bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+STATS_SPLITS = ("train", "test")
 # What the evaluator can report: fid, kid, pr (precision, recall), dc (density, coverage).
 EVAL_METRICS = ("fid", "kid", "pr", "dc")
 
@@ -86,6 +87,12 @@ class Config:
                                           # forward pass of G (same gradients, less work)
     eval_metrics: tuple = ("fid",)        # what each evaluation reports, from fid, kid,
                                           # pr, dc: FID always (it picks the best checkpoint)
+    G_project_bn: bool = True             # BN + ReLU after G's projection of z (the
+                                          # tutorial); false: none (the MNIST slides)
+    D_first_bn: bool = False              # batch norm on D's first conv: no (the tutorial,
+                                          # the DCGAN paper); yes (the MNIST slides)
+    stats_split: str = "train"            # MNIST-style data: the split behind the FID
+                                          # statistics, "train" or "test" (Lucic et al.)
 
     def __post_init__(self):
         _validate(self)
@@ -168,7 +175,7 @@ def parse_set(items):
 # size of the sample grid whose z the checkpoint holds.
 ARCHITECTURE_KEYS = ("model", "z_dim", "G_FC_layer_channel", "G_channel", "D_channel",
                      "image_size", "crop_size", "dataset", "G_hidden", "D_hidden",
-                     "num_classes", "sample_H", "sample_W")
+                     "num_classes", "sample_H", "sample_W", "G_project_bn", "D_first_bn")
 
 
 def resume_changes(old, new, where="the run was made"):
@@ -274,7 +281,12 @@ def _validate(c):
     _choice("z_distribution", c.z_distribution, Z_DISTRIBUTIONS)
     _choice("mixed_precision", c.mixed_precision, MIXED_PRECISION)
     _choice("strategy", c.strategy, STRATEGIES)
-    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync", "reuse_g_forward"]:
+    _choice("stats_split", c.stats_split, STATS_SPLITS)
+    if c.stats_split == "test" and c.dataset != "mnist":
+        raise UserError("hyperparameter 'stats_split' = 'test': only MNIST-style data "
+                        "(dataset 'mnist') have a test split; use \"train\"")
+    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync", "reuse_g_forward",
+              "G_project_bn", "D_first_bn"]:
         _check_type(k, getattr(c, k), (bool,), what="true or false")
     if c.image_size is not None:
         if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2

@@ -200,11 +200,13 @@ def class_accuracy(model, images, labels, n=1000, seed=0, reference=10000):
 def dataset_key(config, num_images):
     """Names the statistics of one (dataset, crop, size, sample count)."""
     if config.dataset == "mnist" and not config.data_dir:
-        source = "mnist-train"                  # the copy that installs with the package
+        source = f"mnist-{config.stats_split}"  # the copy that installs with the package
     elif config.dataset == "mnist":             # IDX files or an .npz: Fashion-MNIST, ...
         path = os.path.abspath(config.data_dir)
         digest = hashlib.sha1(path.encode()).hexdigest()[:10]
         source = f"mnist-{os.path.basename(path.rstrip(os.sep)) or 'data'}-{digest}"
+        if config.stats_split == "test":        # the training split keeps its old names
+            source += "-test"
     else:
         path = os.path.abspath(config.data_dir or "")
         digest = hashlib.sha1(f"{path}:{num_images}".encode()).hexdigest()[:10]
@@ -237,18 +239,31 @@ def dataset_provenance(config, images):
     sample = np.ascontiguousarray(images[idx])
     digest = hashlib.sha1(f"{sample.shape}".encode())
     digest.update(sample.tobytes())
-    return {"source": config.dataset,
-            "identity": ("mnist-train" if config.dataset == "mnist"
-                         else os.path.abspath(config.data_dir or "")),
+    split = config.stats_split if config.dataset == "mnist" else None
+    if config.dataset == "mnist" and not config.data_dir:
+        identity = f"mnist-{split}"
+    else:
+        identity = os.path.abspath(config.data_dir or "")
+    return {"source": config.dataset, "identity": identity, "split": split,
             "sample_sha1": digest.hexdigest(), "crop": config.crop_size,
             "image_size": list(config.image_size) if config.image_size else None,
             "seed": config.seed, "selection": "seeded permutation, sorted", "n": len(idx)}
 
 
+def statistics_images(config, images):
+    """The images the statistics describe: the training `images`, or with `stats_split`
+    "test" the test split of the same MNIST-style data set (Lucic et al.'s protocol)."""
+    if config.stats_split != "test":
+        return images
+    from datasets.data import read_mnist
+    return read_mnist(config.data_dir, split="test")[0]
+
+
 def ensure_dataset_statistics(config, images, inception, verbose=True):
     """Return the path of the statistics for `images` (uint8, (N, H, W, C), as training sees
-    them), computing them from `stats_sample_size` images drawn with `seed` if the file
-    does not exist yet."""
+    them; replaced by the test split with `stats_split` "test"), computing them from
+    `stats_sample_size` images drawn with `seed` if the file does not exist yet."""
+    images = statistics_images(config, images)
     path = dataset_stats_path(config, len(images))
     if os.path.exists(path):
         check_provenance(path, {**dataset_provenance(config, images),
@@ -285,7 +300,8 @@ def check_provenance(path, expected):
     other_count = expected.get("n") is not None and record.get("n") not in (None,
                                                                             expected["n"])
     what = {"inception_sha1": "the FID network's weights", "image_size": "the image size",
-            "crop": "the crop", "identity": "the data set", "sample_sha1": "the images"}
+            "crop": "the crop", "identity": "the data set", "sample_sha1": "the images",
+            "split": "the split"}
     for key, name in what.items():
         want, have = expected.get(key), record.get(key)
         if want is None or have is None or (key == "sample_sha1" and other_count):

@@ -302,7 +302,10 @@ class Optimizer(ABC):
             self.latest.save(checkpoint_number=epoch)  # every worker, as TensorFlow needs
             if self.is_chief:
                 utils.plot_learning_curve(losses, metrics, self.save_dir)
-            fid_text = f"{record['fid']:.4f}" if record.get("fid") is not None else "-"
+            fid_text = "-"
+            if record.get("fid") is not None:     # the evaluation's size and cost beside it
+                fid_text = (f"{record['fid']:.4f} ({record['n_samples']} samples, "
+                            f"{record['eval_seconds']:.0f}s)")
             print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
                   f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
                   f"best {float(self.best_score.numpy()):.4f} | "
@@ -416,8 +419,10 @@ class Optimizer(ABC):
                   "skipped_steps": int(self.skipped_steps.numpy()),
                   "replicas": self.replicas, "seconds": self._epoch_seconds}
         if self.evaluator is not None and c.eval_every and (epoch % c.eval_every == 0 or last):
+            t0 = time.time()
             score = self.evaluator.score(self.model, seed=c.seed * 100003 + epoch)
             record.update(fid=score, n_samples=c.eval_sample_size,
+                          eval_seconds=time.time() - t0,
                           **self.evaluator.last_metrics)    # eval_metrics beyond FID
             with writer.as_default():
                 tf.summary.scalar("fid", score, step=step)

@@ -242,13 +242,15 @@ class DCGAN(GAN):
 
     Generator, for 64x64x3:            Discriminator:
       z (N, 100)                         x (N, 64, 64, 3)
-      fc -> (N, 4, 4, 512), BN, ReLU     conv 5x5/2 -> (N, 32, 32, 64), lReLU (no BN)
+      fc -> (N, 4, 4, 512), BN, ReLU *   conv 5x5/2 -> (N, 32, 32, 64), lReLU (no BN) *
       deconv 5x5/2 -> (N, 8, 8, 256)     conv 5x5/2 -> (N, 16, 16, 128), BN, lReLU
       deconv 5x5/2 -> (N, 16, 16, 128)   conv 5x5/2 -> (N, 8, 8, 256), BN, lReLU
       deconv 5x5/2 -> (N, 32, 32, 64)    conv 5x5/2 -> (N, 4, 4, 512), BN, lReLU
       deconv 5x5/2 -> (N, 64, 64, 3)     flatten, fc -> (N, 1) logit
       tanh (no BN)
     The depth follows the image: 28x28 MNIST starts from 7x7 with two transposed convs.
+    * The MNIST slides (configs/dcgan_mnist.json) differ: no BN or ReLU on the projection
+      (G_project_bn false) and BN on D's first conv too (D_first_bn true).
     """
     kernel_size = (5, 5)
 
@@ -266,8 +268,9 @@ class DCGAN(GAN):
         z = keras.Input((self.z_dim,), name="z")
         x = fc_layer(z, h * w * c.G_FC_layer_channel, name="layer_1")
         x = layers.Reshape((h, w, c.G_FC_layer_channel), name="reshape")(x)
-        x = layers.ReLU(name="reshape_relu")(
-            batch_normalization(x, name="reshape_bn", synchronized=c.batch_norm_sync))
+        if c.G_project_bn:          # the tutorial; the MNIST slides leave the projection linear
+            x = layers.ReLU(name="reshape_relu")(
+                batch_normalization(x, name="reshape_bn", synchronized=c.batch_norm_sync))
         _expect(x, (h, w, c.G_FC_layer_channel), "generator reshape")
         for i in range(depth - 1):
             channels = c.G_channel * 2 ** (depth - 2 - i)     # ..., 4, 2, 1 x G_channel
@@ -288,9 +291,11 @@ class DCGAN(GAN):
         x_in = keras.Input(self.input_shape, name="x")
         x = x_in
         for i in range(depth):
-            # No batch norm on the first layer, as in the DCGAN paper.
+            # No batch norm on the first layer, as in the DCGAN paper and the tutorial;
+            # the MNIST slides put it on every conv (D_first_bn).
             x = conv_bn_lrelu(x, c.D_channel * 2 ** i, self.kernel_size, strides=(2, 2),
-                              bn=i > 0, alpha=c.leaky_alpha, name=f"layer_{i + 1}",
+                              bn=i > 0 or c.D_first_bn, alpha=c.leaky_alpha,
+                              name=f"layer_{i + 1}",
                               sync_bn=c.batch_norm_sync)
         _expect(x, (h, w, c.D_channel * 2 ** (depth - 1)), "discriminator last conv")
         x = layers.Flatten(name="flatten")(x)

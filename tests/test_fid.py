@@ -687,7 +687,8 @@ def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, mo
     idx = np.sort(np.random.default_rng(0).permutation(100)[:40])
     sample = np.ascontiguousarray(images[idx])
     expected_sha1 = hashlib.sha1(f"{sample.shape}".encode() + sample.tobytes()).hexdigest()
-    assert record == {"source": "mnist", "identity": "mnist-train", "crop": None,
+    assert record == {"source": "mnist", "identity": "mnist-train", "split": "train",
+                      "crop": None,
                       "image_size": [28, 28], "seed": 0, "n": 40, "sample_sha1": expected_sha1,
                       "selection": "seeded permutation, sorted",
                       "inception_sha1": fid.PT_SHA1}
@@ -749,3 +750,47 @@ def test_statistics_know_what_they_describe(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="come from 20 images.*asks for 30"):
         ensure_dataset_statistics(mnist.replace(stats_sample_size=30, dataset_stats_path=path),
                                   images, _CountingInception())
+
+
+def test_test_split_statistics_are_their_own_file_with_their_own_provenance(tmp_path,
+                                                                           monkeypatch):
+    """stats_split "test" (Lucic et al.'s protocol): the test split's images, under another
+    name, recorded as such; the training split's file is refused for it."""
+    from datasets import data
+    from learning.config import Config
+    from learning.evaluator import dataset_key, ensure_dataset_statistics
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
+    test = rng.integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)
+    asked = []
+
+    def fake_read_mnist(path=None, split="train"):
+        asked.append((path, split))
+        return (test if split == "test" else train), np.zeros(100, np.int64)
+    monkeypatch.setattr(data, "read_mnist", fake_read_mnist)
+    monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path / "cache"))
+    mnist = Config(dataset="mnist", image_size=(28, 28), stats_sample_size=20)
+    on_test = mnist.replace(stats_split="test")
+    assert dataset_key(on_test, 60) == "mnist-test_cropnone_28x28_n20"
+    fashion = mnist.replace(data_dir="/usr/share/datasets/fashion-mnist")
+    fashion_test = dataset_key(fashion.replace(stats_split="test"), 60)
+    assert fashion_test.endswith("-test_cropnone_28x28_n20")
+    assert fashion_test != dataset_key(fashion, 60)
+    train_path = ensure_dataset_statistics(mnist, train, _CountingInception(), verbose=False)
+    test_path = ensure_dataset_statistics(on_test, train, _CountingInception(), verbose=False)
+    assert asked == [(None, "test")] and train_path != test_path
+    record = fid.load_statistics(test_path, provenance=True)[3]
+    assert record["identity"] == "mnist-test" and record["split"] == "test"
+    idx = np.sort(np.random.default_rng(0).permutation(60)[:20])
+    sample = np.ascontiguousarray(test[idx])
+    assert record["sample_sha1"] == hashlib.sha1(
+        f"{sample.shape}".encode() + sample.tobytes()).hexdigest()
+    mu_train = fid.load_statistics(train_path)[0]
+    mu_test = fid.load_statistics(test_path)[0]
+    assert not np.allclose(mu_train, mu_test)
+    # The training split's file named for a test-split run: refused, not silently used.
+    with pytest.raises(UserError, match="differ"):
+        ensure_dataset_statistics(on_test.replace(dataset_stats_path=train_path), train,
+                                  _CountingInception())
+    with pytest.raises(UserError, match="stats_split"):
+        Config(stats_split="test")                   # a folder of images has no test split

@@ -164,3 +164,25 @@ def test_training_batch_norm_runs_the_fused_kernel():
     norms = [layer for layer in model.generator.layers + model.discriminator.layers
              if "bn" in layer.name]
     assert norms and all(isinstance(layer, BatchNormalization) for layer in norms)
+
+
+def test_mnist_slides_dcgan_has_a_linear_projection_and_bn_on_every_d_conv():
+    """Seed 003's DCGAN for MNIST (configs/dcgan_mnist.json): z is projected to 7x7x128 with
+    no normalisation and no activation, and every conv of D has batch norm; the tutorial's
+    (the defaults) has BN + ReLU on the projection and none on D's first conv."""
+    config = Config.from_json(os.path.join(ROOT, "configs", "dcgan_mnist.json"))
+    assert not config.G_project_bn and config.D_first_bn
+    m = DCGAN((28, 28, 1), config)
+    g_names = [l.name for l in m.generator.layers]
+    d_names = [l.name for l in m.discriminator.layers]
+    assert "reshape_bn" not in g_names and "reshape_relu" not in g_names
+    assert {"layer_1_bn", "layer_2_bn"} <= set(d_names)
+    # The projection is linear: G's first deconv sees an affine function of z.
+    z = np.random.default_rng(0).uniform(-1, 1, (4, config.z_dim)).astype(np.float32)
+    project = tf.keras.Model(m.generator.input, m.generator.get_layer("reshape").output)
+    a, b = project(z[:2]), project(z[2:])
+    mid = project((z[:2] + z[2:]) / 2)
+    np.testing.assert_allclose(mid, (a + b) / 2, atol=1e-5)
+    tutorial = DCGAN((28, 28, 1), config.replace(G_project_bn=True, D_first_bn=False))
+    assert "reshape_bn" in [l.name for l in tutorial.generator.layers]
+    assert "layer_1_bn" not in [l.name for l in tutorial.discriminator.layers]
