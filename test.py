@@ -4,7 +4,7 @@
 
 Writes into DIR: sample_random.png (sample_H x sample_W random samples), interpolate.png
 (11 images from one random z to another), and for the models that have them
-z0_sweep.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
+z0_sweep.png and z0_sweep_fixed.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
 arithmetic.png (--arithmetic), d_features.png (--d-features, DCGAN only). Prints the FID
 over N samples as `FID: <value>`, then, one per line, `KID: <mean> ± <std>` and precision,
 recall, density and coverage when the real sample's features are cached beside the dataset
@@ -27,8 +27,11 @@ def parse_args(argv=None):
     p.add_argument("--save-dir", required=True, help="the run folder train.py wrote")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint prefix (default: the best, else the latest)")
-    p.add_argument("--n-samples", type=int, default=None,
+    p.add_argument("--n-samples", type=_at_least_zero, default=None,
                    help="samples for FID (default: eval_sample_size); 0 skips FID")
+    p.add_argument("--save-samples", default=None, metavar="DIR",
+                   help="also write the samples FID scores, as PNGs 000000.png, ... (same "
+                        "seed, same order), into DIR (new or empty), for other FID tools")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--walk", action="store_true",
                    help="also write latent_walk.gif, a walk through random points of z")
@@ -68,6 +71,13 @@ def _metrics(text):
     """--metrics fid,kid,pr,dc; learning.fid (and TensorFlow) is imported only once used."""
     from learning.fid import parse_metrics
     return parse_metrics(text)
+
+
+def _at_least_zero(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _at_least_one(text):
@@ -190,8 +200,9 @@ def main(argv=None):
 
     """ 3. What each kind of model shows best """
     if config.model == "fc_gan":
-        save("z0_sweep", model.generate(utils.z0_sweep(draw_z(1)[0], 100)),
-             10, 10)
+        # The post's sweep (a fresh z per image, z[0] set), then z[0] alone on one z.
+        save("z0_sweep", model.generate(utils.z0_sweep(draw_z(100), 100)), 10, 10)
+        save("z0_sweep_fixed", model.generate(utils.z0_sweep(draw_z(1)[0], 100)), 10, 10)
     if model.conditional:
         # Ten rows, each the classes in order (the digits 0 to 9 for MNIST): the post's check.
         k = config.num_classes
@@ -226,8 +237,12 @@ def main(argv=None):
 
     """ 5. FID """
     n = config.eval_sample_size if args.n_samples is None else args.n_samples
+    if args.save_samples and n == 0:
+        raise UserError("--save-samples writes the samples FID scores: give --n-samples N "
+                        "above 0")
     if n > 0:
-        value, others = score(config, model, n, args.seed, args.metrics, args.collapse)
+        value, others = score(config, model, n, args.seed, args.metrics, args.collapse,
+                              save_dir=args.save_samples)
         print(f"FID: {value:.4f}")
         from learning.fid import metric_lines
         for line in metric_lines(others):
@@ -317,11 +332,33 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
     print(json.dumps({k: v for k, v in best.items() if k != "checkpoint"}))
 
 
-def score(config, model, n, seed, metrics=None, collapse=None):
+def sample_writer(folder, n):
+    """on_pixels for FIDEvaluator.score: each scored image as folder/000000.png, ... A
+    folder that holds files is refused (nothing is overwritten)."""
+    from PIL import Image
+    if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        raise UserError(f"--save-samples '{folder}' exists and is not an empty folder: "
+                        "choose a new one")
+    os.makedirs(folder, exist_ok=True)
+    digits = max(6, len(str(n - 1)))
+
+    def write(first, pixels):
+        for i, image in enumerate(pixels):
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+                os.path.join(folder, f"{first + i:0{digits}d}.png"))
+    return write
+
+
+def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None):
     """FID of n samples against the dataset statistics the run used (computed if missing),
     and the other `metrics` (default: all of learning.fid.METRICS) as a dict, from the real
     sample's features cached beside the statistics; without that file, FID alone.
-    `collapse`: only that many distinct samples, repeated (FIDEvaluator.score's `distinct`)."""
+    `collapse`: only that many distinct samples, repeated (FIDEvaluator.score's `distinct`).
+    `save_dir`: also write the n scored samples there as PNGs (test.py --save-samples)."""
+    if save_dir and collapse:
+        raise UserError("--save-samples and --collapse: a collapsed set is its first N "
+                        "samples repeated; save without --collapse")
+    on_pixels = sample_writer(save_dir, n) if save_dir else None
     from learning.evaluator import (FIDEvaluator, check_provenance,
                                     ensure_dataset_statistics)
     from learning.fid import FID, METRICS
@@ -350,7 +387,9 @@ def score(config, model, n, seed, metrics=None, collapse=None):
     evaluator = FIDEvaluator(fid, n, config.batch_size_eval, config.score_threshold,
                              metrics=metrics, real_features=real)
     value = evaluator.score(model, seed=seed, verbose=True,   # 10,000 samples: minutes
-                            distinct=collapse)
+                            distinct=collapse, on_pixels=on_pixels)
+    if save_dir:
+        print(f"wrote {n} samples to {save_dir}")
     return value, evaluator.last_metrics
 
 

@@ -81,26 +81,29 @@ class FIDEvaluator(Evaluator):
     def mode(self):
         return "min"
 
-    def _features_fn(self, model):
+    def _features_fn(self, model, with_pixels=False):
+        """A tf.function from (z, labels) to the generated images' features, and with
+        `with_pixels` also to their [0, 255] pixels (what --save-samples writes)."""
         ema = model.sample_ema
-        key = (id(model), ema)
+        key = (id(model), ema, with_pixels)
         if key not in self._features_of:
             extract, strategy = self.fid.inception.extract_pixels, self.strategy
 
             def replica_features(z, labels):
                 z, labels = distribute.replica_slice(z), distribute.replica_slice(labels)
-                images = model.G(z, labels, training=False, ema=ema)
                 # Scored as the images a sample PNG would hold, not as floats no file can.
-                return extract(fid_lib.quantize(images))
+                pixels = fid_lib.quantize(model.G(z, labels, training=False, ema=ema))
+                return (extract(pixels), pixels) if with_pixels else extract(pixels)
 
             @tf.function
             def features(z, labels):
                 per_replica = strategy.run(replica_features, args=(z, labels))
-                return strategy.gather(per_replica, axis=0)
+                return tf.nest.map_structure(lambda t: strategy.gather(t, axis=0),
+                                             per_replica)
             self._features_of[key] = features
         return self._features_of[key]
 
-    def score(self, model, seed=0, verbose=False, distinct=None, **kwargs):
+    def score(self, model, seed=0, verbose=False, distinct=None, on_pixels=None, **kwargs):
         """FID of `eval_sample_size` images from z ~ the model's prior (U(-1, 1) for the
         tutorial's DCGAN); conditional models get labels drawn uniformly. Returns inf when
         the generated images are not finite: such a model is never "better". The other
@@ -111,6 +114,8 @@ class FIDEvaluator(Evaluator):
         `distinct`: a generator collapsed on purpose, for the metrics to be seen at work:
         only the first `distinct` samples are drawn, and repeated in turn to the full count
         (their features are computed once: the same z and label give the same image).
+        `on_pixels(first, pixels)`: called with each batch of the scored images, uint8
+        (B, H, W, C), and the index of its first image (test.py --save-samples).
         """
         rng = tf.random.Generator.from_seed(seed)
         self.fid.reset_FID()
@@ -118,7 +123,7 @@ class FIDEvaluator(Evaluator):
         n_drawn = self.eval_sample_size if distinct is None else min(distinct,
                                                                      self.eval_sample_size)
         start_time = time.perf_counter()
-        features = self._generated_features(model, rng, n_drawn, verbose)
+        features = self._generated_features(model, rng, n_drawn, verbose, on_pixels)
         if features is None:
             return float("inf")
         if n_drawn < self.eval_sample_size:
@@ -133,10 +138,10 @@ class FIDEvaluator(Evaluator):
                                                         self.real_features, self.metrics)
         return value
 
-    def _generated_features(self, model, rng, count, verbose):
+    def _generated_features(self, model, rng, count, verbose, on_pixels=None):
         """Inception features of `count` generated images, batch by batch; None if any is
         not finite."""
-        features_of = self._features_fn(model)
+        features_of = self._features_fn(model, with_pixels=on_pixels is not None)
         replicas = self.strategy.num_replicas_in_sync
         out, remaining = [], count
         with fid_lib.progress_bar(count, "FID samples", verbose) as bar:
@@ -150,9 +155,14 @@ class FIDEvaluator(Evaluator):
                 if pad:
                     z = tf.pad(z, [[0, pad], [0, 0]])
                     labels = None if labels is None else tf.pad(labels, [[0, pad]])
-                features = features_of(z, labels).numpy()[:n]
+                features = features_of(z, labels)
+                if on_pixels is not None:
+                    features, pixels = features
+                features = features.numpy()[:n]
                 if not np.all(np.isfinite(features)):
                     return None
+                if on_pixels is not None:
+                    on_pixels(count - remaining, pixels.numpy()[:n].astype(np.uint8))
                 out.append(features)
                 remaining -= n
                 bar.update(n)

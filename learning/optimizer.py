@@ -149,7 +149,9 @@ class Optimizer(ABC):
         model, n = self.model, tf.shape(X)[0]
         # Drawn once for the global batch, so N replicas see the z one device would.
         z = model.sample_z(self.rng, n)
-        fake_labels = model.sample_labels(self.rng, n) if model.conditional else None
+        # A conditional model's fakes take the real batch's labels (post 002's loop), so
+        # that D sees each label as often on both sides.
+        fake_labels = labels if model.conditional else None
         skip = self.config.nan_policy == "skip"
         if skip:
             # A non-finite batch poisons weights, Adam's moments and batch norm's moving

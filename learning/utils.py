@@ -168,8 +168,14 @@ def repair_jsonl(path, keep):
 
 # ------------------------------------------------------------------ latent space
 def z0_sweep(z, n=100, low=-1.0, high=1.0):
-    """n copies of z with z[0] stepping from `low` to `high`, the rest fixed (post 001)."""
-    out = np.repeat(np.asarray(z, np.float32).reshape(1, -1), n, axis=0)
+    """z[0] stepping from `low` to `high` over n images. `z` (n, z_dim): post 001's sweep,
+    each image keeps its own other coordinates (the post draws a fresh z per image), so
+    the sweep shows z[0] amid changing digits; `z` (z_dim,): one z copied n times, the rest
+    fixed, so that z[0] alone changes the image."""
+    z = np.asarray(z, np.float32)
+    out = np.repeat(z.reshape(1, -1), n, axis=0) if z.ndim == 1 else z[:n].copy()
+    if len(out) != n:
+        raise ValueError(f"z0_sweep: {len(out)} rows of z for {n} images")
     out[:, 0] = np.linspace(low, high, n, dtype=np.float32)
     return out
 

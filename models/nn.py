@@ -351,6 +351,11 @@ class CGAN(GAN):
         and start every layer from the same random stream."""
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
 
+    def discriminator_loss(self, real_logits, fake_logits):
+        """The mean of the real and fake terms, as post 002 writes it ((fake + real) / 2);
+        the DCGAN's is their sum. Adam's steps barely depend on a constant factor."""
+        return 0.5 * super().discriminator_loss(real_logits, fake_logits)
+
     def G(self, z, labels=None, training=False, ema=False):
         return self._generator(ema)([z, self._one_hot(labels)], training=training)
 

@@ -485,6 +485,50 @@ def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, ca
         assert abs(scorer.calculate_FID() - from_png) > 1e-6 * from_png
 
 
+def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, tmp_path,
+                                                                      monkeypatch):
+    """test.py --save-samples: the N images FID scored, as N PNGs in sample order; their FID
+    from the files equals the printed one to 1e-6, for grayscale (MNIST) images too; a
+    folder that holds files is refused before any work."""
+    import importlib.util
+    from learning.config import Config
+    from models.nn import build_model
+    spec = importlib.util.spec_from_file_location("test_script", REPO / "test.py")
+    test_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_script)
+    keras.utils.set_random_seed(0)
+    stats = tmp_path / "stats.npz"
+    mu, sigma = random_statistics(2048, 3000, seed=6)
+    fid.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
+    config = Config(model="dcgan", dataset="mnist", image_size=(28, 28), z_dim=8,
+                    G_FC_layer_channel=16, G_channel=8, D_channel=8, batch_size_eval=4,
+                    dataset_stats_path=str(stats))
+    model = build_model(config, (28, 28, 1))
+    monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: inception)
+    folder = tmp_path / "samples"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # 10 samples: singular, and it says so
+        value, _ = test_script.score(config, model, 10, seed=3, metrics=("fid",),
+                                     save_dir=str(folder))
+        files = sorted(folder.iterdir())
+        assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
+        first = iio.imread(files[0])
+        assert first.shape == (28, 28) and first.dtype == np.uint8   # grayscale, as MNIST
+        mu_png, sigma_png, _ = fid._statistics_of(str(folder), lambda: inception, 4)
+        from_png = fid.frechet_distance(mu_png, sigma_png, mu * 0.1, sigma * 0.01)
+    assert value == pytest.approx(from_png, rel=1e-6)
+    # In the order drawn: a 2-sample score's files are the first two.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test_script.score(config, model, 2, seed=3, metrics=("fid",),
+                          save_dir=str(tmp_path / "two"))
+    for name in ("000000.png", "000001.png"):
+        np.testing.assert_array_equal(iio.imread(tmp_path / "two" / name),
+                                      iio.imread(folder / name))
+    with pytest.raises(UserError, match="not an empty folder"):
+        test_script.score(config, model, 10, seed=3, save_dir=str(folder))
+
+
 # --- precision, recall, density, coverage -------------------------------------------------
 
 def prdc_reference(real, fake, k):

@@ -272,3 +272,30 @@ def test_fid_evaluator_is_quiet_unless_verbose(tiny_config, capsys):
     assert ev.score(model, verbose=True) == 20.0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("scored 20 samples in ") and "images/s)" in out[0]
+
+
+def test_conditional_fakes_take_the_real_batchs_labels(tmp_path):
+    """Post 002: G draws its fakes with the real batch's labels. Checked on one step: with
+    every real label 3, only the label-3 rows of G's and D's first dense kernels can get a
+    gradient (the other one-hot inputs are 0), so only they move; fakes with labels of their
+    own would move the other rows too."""
+    import keras
+    from learning.config import Config
+    config = Config(model="cgan", dataset="mnist", image_size=(28, 28), batch_size=32,
+                    z_dim=8, G_hidden=(16,), D_hidden=(16,), eval_every=0, sample_H=2,
+                    sample_W=5, G_ema_decay=None)
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.full(64, 3, np.int64)
+    model = build_model(config, (28, 28, 1))
+    opt = MomentumOptimizer(model, Dataset(images, labels, seed=0), None, config,
+                            str(tmp_path))
+    g_kernel = model.generator.get_layer("layer_1_fc").kernel        # rows: z, then labels
+    d_kernel = model.discriminator.get_layer("layer_1_fc").kernel    # rows: pixels, labels
+    g_before, d_before = g_kernel.numpy().copy(), d_kernel.numpy().copy()
+    X, y = opt.train_set.next_batch(32)
+    opt._train_step(tf.constant(X), tf.constant(y, tf.int32))
+    g_moved = np.any(g_kernel.numpy() != g_before, axis=1)[config.z_dim:]
+    d_moved = np.any(d_kernel.numpy() != d_before, axis=1)[28 * 28:]
+    assert g_moved.tolist() == [k == 3 for k in range(10)]
+    assert d_moved.tolist() == [k == 3 for k in range(10)]

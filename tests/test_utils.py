@@ -38,6 +38,16 @@ def test_z0_sweep_varies_only_z0():
     np.testing.assert_array_equal(sweep[:, 1:], np.tile(z[1:], (100, 1)))
 
 
+def test_z0_sweep_of_fresh_z_keeps_each_images_own_rest():
+    """Post 001's sweep: a new z per image, z[0] set to -1 + 0.02 i (here linspace)."""
+    z = np.random.default_rng(1).standard_normal((100, 100)).astype(np.float32)
+    sweep = utils.z0_sweep(z, 100)
+    np.testing.assert_allclose(sweep[:, 0], np.linspace(-1, 1, 100), atol=1e-6)
+    np.testing.assert_array_equal(sweep[:, 1:], z[:, 1:])
+    assert not np.array_equal(sweep[0, 1:], sweep[1, 1:])
+    assert z[0, 0] != sweep[0, 0]            # the caller's z is not changed in place
+
+
 def test_arithmetic_uses_means_of_three():
     z = np.arange(30, dtype=np.float32).reshape(10, 3)
     groups = [[0, 1, 2], [3, 4, 5], [6, 7, 9]]
