@@ -17,6 +17,7 @@ Command line (`stats` writes OUT.npz and OUT.features.npy; `score` prints `FID: 
 then one line per other metric: `KID: m ± s`, `precision: ...`, `recall: ...`, ...):
 
     python -m learning.fid stats SOURCE OUT.npz [--weights PATH] [--batch-size N] [--max-images N]
+        SOURCE: an image folder, or mnist, mnist:test, fashion_mnist, fashion_mnist:test
     python -m learning.fid score A B [--metrics fid,kid,pr,dc] [--kid] [--weights PATH]
                                      [--batch-size N]
 """
@@ -494,11 +495,34 @@ def _batches(images_or_files, batch_size):
         yield np.stack(batch)
 
 
+# Data sets named on the command line, NAME or NAME:SPLIT (train, the default, or test):
+# MNIST from the package that installs with this one, Fashion-MNIST from Debian's
+# dataset-fashion-mnist (or any folder of its IDX files, passed as a folder of images is not).
+NAMED_DATASETS = {"mnist": None, "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+
+
+def named_dataset(source):
+    """(name, split) for 'mnist', 'mnist:test', 'fashion_mnist[:train|test]'; else None."""
+    name, _, split = str(source).partition(":")
+    if name not in NAMED_DATASETS:
+        return None
+    if split not in ("", "train", "test"):
+        raise UserError(f"'{source}': the split after ':' is train or test, e.g. {name}:test")
+    return name, split or "train"
+
+
 def _source_images(source, max_images):
-    """(count, iterable of uint8 images or image files) for a folder or the word `mnist`."""
-    if source == "mnist":
+    """(count, iterable of uint8 images or image files) for a folder or a named data set
+    (`named_dataset`: mnist, fashion_mnist, with :test for the test split)."""
+    named = named_dataset(source)
+    if named:
         from datasets.data import read_mnist     # only this command needs the dataset module
-        images, _ = read_mnist(split="train")
+        name, split = named
+        folder = NAMED_DATASETS[name]
+        if folder is not None and not os.path.isdir(folder):
+            raise UserError(f"'{source}' reads {folder}, which does not exist: `apt-get "
+                            "install dataset-fashion-mnist`, or pass a folder of images")
+        images, _ = read_mnist(folder, split=split)
         images = images[:max_images]
         return len(images), iter(images)         # (28, 28, 1): extract replicates it to RGB
     from datasets.data import list_images
@@ -532,11 +556,12 @@ def _features_of(source, inception_factory, batch_size, max_images=None, verbose
 
 def _source_kind(source):
     """'images' (a folder or `mnist`), 'features' (an .npy) or 'statistics' (.npz, .pkl)."""
-    if source == "mnist" or Path(source).is_dir():
+    if named_dataset(source) or Path(source).is_dir():
         return "images"
     if not Path(source).is_file():
-        raise UserError(f"'{source}' does not exist: pass an image folder, 'mnist', a "
-                        "statistics file or a features .npy")
+        raise UserError(f"'{source}' does not exist: pass an image folder, 'mnist' (or "
+                        "mnist:test, fashion_mnist, fashion_mnist:test), a statistics file "
+                        "or a features .npy")
     return "features" if Path(source).suffix == ".npy" else "statistics"
 
 
@@ -612,7 +637,8 @@ def main(argv=None):
                                      description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="write the FID statistics of images to an .npz")
-    stats.add_argument("source", help="a folder of images (searched recursively) or 'mnist'")
+    stats.add_argument("source", help="a folder of images (searched recursively), or mnist, "
+                                      "mnist:test, fashion_mnist, fashion_mnist:test")
     stats.add_argument("out", help="the .npz to write (mu, sigma, n)")
     stats.add_argument("--max-images", type=_positive, default=None,
                        help="use only the first N images in sorted order")
@@ -623,7 +649,8 @@ def main(argv=None):
                     "Precision/recall and density/coverage take A as the generated set and "
                     "B as the real one.")
     score.add_argument("a", help="the generated images: a folder, statistics or features")
-    score.add_argument("b", help="the real images: a folder, 'mnist', statistics or features")
+    score.add_argument("b", help="the real images: a folder, mnist[:test], "
+                                 "fashion_mnist[:test], statistics or features")
     score.add_argument("--metrics", type=parse_metrics, default=("fid",),
                        help="comma-separated, from fid (Fréchet distance), kid (kernel "
                             "distance), pr (precision, recall; k=3), dc (density, coverage; "
@@ -651,9 +678,11 @@ def _run(args):
         features = _features_of(args.source, inception_factory, args.batch_size, args.max_images,
                                 digest=digest)
         mu, sigma = compute_statistics(features)
-        mnist = args.source == "mnist"
-        provenance = {"source": "mnist" if mnist else "folder",
-                      "identity": "mnist-train" if mnist else os.path.abspath(args.source),
+        named = named_dataset(args.source)
+        provenance = {"source": named[0] if named else "folder",
+                      "identity": (f"{named[0]}-{named[1]}" if named
+                                   else os.path.abspath(args.source)),
+                      "split": named[1] if named else None,
                       "sample_sha1": digest.hexdigest(), "crop": None, "image_size": None,
                       "seed": None, "selection": "first n in sorted order",
                       "inception_sha1": inception_factory().weights_sha1}

@@ -394,6 +394,32 @@ def test_cli_stats_then_score_against_itself(inception, image_folder, tmp_path, 
     assert lines[-2] == "FID: 0.0000" and lines[-1].startswith("KID: ")
 
 
+def test_cli_stats_of_a_named_split_record_it(tmp_path, monkeypatch):
+    """`stats mnist:test` reads MNIST's test split and says so in its provenance; plain
+    `mnist` stays the training split; an unknown split is one clear error."""
+    from datasets.data import read_mnist
+    monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: _CountingInception())
+    records = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # 3 samples: singular
+        for source in ("mnist", "mnist:test"):
+            out = tmp_path / f"{source.replace(':', '_')}.npz"
+            fid.main(["stats", source, str(out), "--max-images", "3"])
+            records[source] = fid.load_statistics(out, provenance=True)[3]
+    assert records["mnist"]["identity"] == "mnist-train"
+    assert records["mnist:test"]["identity"] == "mnist-test"
+    assert records["mnist:test"]["split"] == "test"
+    test_images = read_mnist(split="test")[0][:3]
+    digest = hashlib.sha1()
+    batch = np.stack(list(test_images))             # one batch of the three, as fed
+    digest.update(f"{batch.shape}".encode())
+    digest.update(np.ascontiguousarray(batch).tobytes())
+    assert records["mnist:test"]["sample_sha1"] == digest.hexdigest()
+    assert records["mnist"]["sample_sha1"] != digest.hexdigest()
+    with pytest.raises(UserError, match="train or test"):
+        fid._source_kind("mnist:val")
+
+
 def test_cli_refuses_empty_folders_and_single_images(image_folder, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
