@@ -1,6 +1,8 @@
-"""The README's rows and the step's promises, checked as written (issue 12): sample_every 0,
-steps_per_epoch, learning_rate_patience; one implementation of each loss; one z per step;
-each update moves only its own network; d_separate_updates' order."""
+"""The rows of docs/configuration.md and the step's promises, checked as written (issue 12):
+sample_every 0, steps_per_epoch, learning_rate_patience; one implementation of each loss; one
+z per step; each update moves only its own network; d_separate_updates' order."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -37,9 +39,30 @@ def bce(logits, target):
     return float(np.mean(-(target * np.log(p) + (1 - target) * np.log(1 - p))))
 
 
-# ------------------------------------------------------------------ README rows
+# ------------------------------------------------------------------ documented rows
+def config_row(key):
+    """The row of docs/configuration.md's table that documents `key`."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "docs", "configuration.md")
+    with open(path, encoding="utf-8") as f:
+        rows = [line for line in f if line.startswith(f"| `{key}` |")]
+    assert len(rows) == 1, f"docs/configuration.md: {len(rows)} rows for '{key}'"
+    return rows[0]
+
+
+@pytest.mark.parametrize("key, says", [
+    ("sample_every", "0 = only the last"),
+    ("steps_per_epoch", "null = images // batch_size; may be more or fewer than one pass"),
+    ("learning_rate_patience", "FID evaluations (epochs when `eval_every` is 1)"),
+    ("d_separate_updates", "a fake-only, then a real-only minibatch"),
+    ("reuse_g_forward", "one update fewer per step"),
+])
+def test_the_documented_rows_say_what_the_tests_below_check(key, says):
+    assert says in config_row(key)
+
+
 def test_sample_every_0_writes_only_the_last_grid_and_the_gif(tiny_config, tmp_path):
-    """README: `sample_every` 0 = only the last."""
+    """docs/configuration.md: `sample_every` 0 = only the last."""
     opt = make_run(tiny_config.replace(num_epochs=3, sample_every=0), tmp_path)
     opt.train(verbose=False)
     grids = sorted(p.name for p in tmp_path.glob("sample_image_*.png"))
@@ -48,8 +71,8 @@ def test_sample_every_0_writes_only_the_last_grid_and_the_gif(tiny_config, tmp_p
 
 
 def test_steps_per_epoch_sets_the_epoch_length_beyond_one_pass(tiny_config, tmp_path):
-    """README: steps per epoch, null = images // batch_size, may be more or fewer than one
-    pass. 40 images in batches of 8 are 5 steps a pass; 7 are asked for, and 3."""
+    """docs/configuration.md: steps per epoch, null = images // batch_size, may be more or
+    fewer than one pass. 40 images in batches of 8 are 5 steps a pass; 7 are asked for, and 3."""
     opt = make_run(tiny_config.replace(num_epochs=2, steps_per_epoch=7), tmp_path)
     assert make_run(tiny_config, tmp_path / "default").steps_per_epoch == 5
     result = opt.train(verbose=False)
@@ -60,10 +83,10 @@ def test_steps_per_epoch_sets_the_epoch_length_beyond_one_pass(tiny_config, tmp_
 
 
 def test_learning_rate_patience_counts_evaluations_not_epochs(tiny_config, tmp_path):
-    """README: learning_rate_patience is counted in FID evaluations. With eval_every 2 and
-    patience 1, FIDs 50, 60, 60 at epochs 2, 4, 6: the third evaluation is the second
-    without a better score (> 1), so the rate halves after epoch 6. Counted in epochs,
-    epochs 3 and 4 would already be two bad ones and epoch 5 would train at 1e-4."""
+    """docs/configuration.md: learning_rate_patience is counted in FID evaluations. With
+    eval_every 2 and patience 1, FIDs 50, 60, 60 at epochs 2, 4, 6: the third evaluation is
+    the second without a better score (> 1), so the rate halves after epoch 6. Counted in
+    epochs, epochs 3 and 4 would already be two bad ones and epoch 5 would train at 1e-4."""
     c = tiny_config.replace(num_epochs=6, eval_every=2, learning_rate_patience=1,
                             learning_rate_decay=0.5)
     opt = make_run(c, tmp_path)
@@ -215,7 +238,7 @@ def test_reusing_g_forward_gives_the_same_step(tiny_config, tmp_path, separate):
     update made (G has not changed in between) instead of running it again. Two steps from
     the same start, with and without: the same losses and the same trainable weights of
     both networks. Only G's batch-norm moving statistics differ (one update fewer per
-    step), which is what the README says."""
+    step), which is what docs/configuration.md says."""
     runs = {}
     for reuse in (False, True):
         c = tiny_config.replace(d_separate_updates=separate, g_updates_per_step=2,
