@@ -31,7 +31,8 @@ def parse_args(argv=None):
                    help="samples for FID (default: eval_sample_size); 0 skips FID")
     p.add_argument("--save-samples", default=None, metavar="DIR",
                    help="also write the samples FID scores, as PNGs 000000.png, ... (same "
-                        "seed, same order), into DIR (new or empty), for other FID tools")
+                        "seed, same order), into DIR (new or empty), for other FID tools, "
+                        "and their Inception features as DIR/features.npy")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--walk", action="store_true",
                    help="also write latent_walk.gif, a walk through random points of z")
@@ -389,7 +390,12 @@ def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None):
     value = evaluator.score(model, seed=seed, verbose=True,   # 10,000 samples: minutes
                             distinct=collapse, on_pixels=on_pixels)
     if save_dir:
-        print(f"wrote {n} samples to {save_dir}")
+        # Their features too (float32, as the network gives them: nothing is lost), so that
+        # `python -m learning.fid score DIR/features.npy OTHER_STATS` scores the same samples
+        # against other statistics (the other split) without another pass of the network.
+        features = os.path.join(save_dir, "features.npy")
+        np.save(features, evaluator.fid.feature_gen.astype(np.float32))
+        print(f"wrote {n} samples to {save_dir}, their Inception features to {features}")
     return value, evaluator.last_metrics
 
 

@@ -536,13 +536,21 @@ def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, 
         warnings.simplefilter("ignore")           # 10 samples: singular, and it says so
         value, _ = test_script.score(config, model, 10, seed=3, metrics=("fid",),
                                      save_dir=str(folder))
-        files = sorted(folder.iterdir())
+        files = sorted(folder.glob("*.png"))
         assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
         first = iio.imread(files[0])
         assert first.shape == (28, 28) and first.dtype == np.uint8   # grayscale, as MNIST
         mu_png, sigma_png, _ = fid._statistics_of(str(folder), lambda: inception, 4)
         from_png = fid.frechet_distance(mu_png, sigma_png, mu * 0.1, sigma * 0.01)
     assert value == pytest.approx(from_png, rel=1e-6)
+    # Their features beside them: scored again against the statistics, the same number.
+    features = fid.load_features(folder / "features.npy")
+    assert features.shape == (10, 2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = fid.frechet_distance(*fid.compute_statistics(features), mu * 0.1,
+                                     sigma * 0.01)
+    assert again == pytest.approx(value, rel=1e-9)
     # In the order drawn: a 2-sample score's files are the first two.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
