@@ -58,10 +58,9 @@ def test_pretrained_restores_and_generates(name):
 
 
 def test_pretrained_cgan_draws_the_digit_it_is_asked_for():
-    """class_grid.png's promise, counted as test.py counts it: a 1-nearest-neighbour
-    classifier on 10,000 MNIST training images reads the asked digit in most samples (a G
-    that ignores its labels scores 0.1)."""
-    from datasets.data import load_images
+    """class_grid.png's promise, counted as test.py counts it: the MNIST classifier that
+    ships reads the asked digit in most samples (a G that ignores its labels scores 0.1)."""
+    from learning.classifier import load_classifier
     from learning.evaluator import class_accuracy
     from models.nn import build_model
     folder = os.path.join(PRETRAINED, "cgan_mnist")
@@ -69,6 +68,5 @@ def test_pretrained_cgan_draws_the_digit_it_is_asked_for():
     model = build_model(config, (28, 28, 1))
     tf.train.Checkpoint(generator_ema=model.generator_ema).read(
         tf.train.latest_checkpoint(os.path.join(folder, "best"))).assert_existing_objects_matched()
-    images, labels = load_images(config)
-    accuracy, real = class_accuracy(model, images, labels)
-    assert real > 0.95 and accuracy > CGAN_ACCURACY_FLOOR, (accuracy, real)
+    accuracy = class_accuracy(model, load_classifier())
+    assert accuracy > CGAN_ACCURACY_FLOOR, accuracy
