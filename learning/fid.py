@@ -400,6 +400,14 @@ def load_statistics(path, provenance=False):
         except ValueError:
             raise UserError(f"statistics '{path}' have an unreadable provenance record "
                             f"{str(record)[:80]!r}") from None
+    elif path.resolve() not in _UNKNOWN_PROVENANCE and path.suffix in (".pkl", ".pickle"):
+        _UNKNOWN_PROVENANCE.add(path.resolve())
+        warnings.warn(f"statistics '{path}' are a pickle, as the tutorial's stats.pkl: that "
+                      "file came from its own slim Inception-v3 graph (inception_v3_fr.pb), "
+                      "a 108-pixel crop and another input scale, so an FID against it "
+                      "compares with nothing. Unless you made this file with TTUR's network, "
+                      "compute your images' statistics: `python -m learning.fid stats "
+                      "FOLDER OUT.npz`", stacklevel=2)
     elif path.resolve() not in _UNKNOWN_PROVENANCE:
         _UNKNOWN_PROVENANCE.add(path.resolve())
         warnings.warn(f"statistics '{path}' do not record what they were computed from "
