@@ -130,3 +130,22 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
     log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
     assert utils.repair_jsonl(str(log), lambda r: r["epoch"] < 2) == [{"epoch": 1}]
     assert log.read_text() == '{"epoch": 1}\n'
+
+
+def test_learning_curve_draws_every_fid_point_and_names_the_sample_count(tmp_path,
+                                                                         monkeypatch):
+    """The post's lower panel: one point per evaluation (epochs without one are skipped),
+    labelled with how many samples each FID is of (FIDs of other counts do not compare)."""
+    import matplotlib.pyplot as plt
+    drawn = []
+    monkeypatch.setattr(plt, "close", lambda fig: drawn.append(fig))
+    losses = [{"step": s, "d_loss": 1.0, "g_loss": 2.0} for s in range(1, 11)]
+    metrics = [{"epoch": e, "fid": (50.0 / e if e % 2 == 0 else None),
+                "n_samples": (2000 if e % 2 == 0 else None)} for e in range(1, 11)]
+    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    bottom = drawn[0].axes[1]
+    line = bottom.lines[0]
+    assert list(line.get_xdata()) == [2, 4, 6, 8, 10]
+    np.testing.assert_allclose(line.get_ydata(), [25.0, 12.5, 50 / 6, 6.25, 5.0])
+    assert line.get_label() == "FID (2000 samples)"
+    assert (tmp_path / "learning_curve.png").exists()
