@@ -1,0 +1,83 @@
+"""learning/latent.py: the two measures against images whose answer is known, and the
+shipped dcgan_mnist's latent space doing what post 004 shows."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning import latent, utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bar(width, shear=0.0, size=28):
+    """A vertical bar `width` pixels wide, 16 high, its top moved `shear` pixels right per
+    pixel up; [-1, 1] like a generated digit."""
+    img = -np.ones((size, size), np.float32)
+    for row in range(6, 22):
+        centre = 14 + shear * (14 - row)
+        left = int(round(centre - width / 2))
+        img[row, max(left, 0):left + width] = 1.0
+    return img
+
+
+def test_stroke_weight_grows_with_the_stroke_not_its_length():
+    thin, bold = bar(1), bar(3)
+    w = latent.stroke_weight(np.stack([thin, bold]))
+    assert w[1] == pytest.approx(3 * w[0], rel=0.25)
+    short = thin.copy()
+    short[6:14] = -1.0                                  # half the length, same width
+    assert latent.stroke_weight(short[None])[0] == pytest.approx(w[0], rel=0.2)
+
+
+def test_slant_is_zero_upright_and_signed_by_the_lean():
+    s = latent.slant(np.stack([bar(2), bar(2, 0.3), bar(2, -0.3)]))
+    assert abs(s[0]) < 0.02
+    assert s[1] == pytest.approx(0.3, abs=0.05) and s[2] == pytest.approx(-0.3, abs=0.05)
+
+
+def test_attribute_groups_pick_the_extremes_of_each_digit():
+    labels = np.array([3, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7, 7, -1])
+    values = np.array([5, 1, 9, 2, 8, 0, 4, 6, 3, 1, 7, 2, -5.0])
+    bold_a, thin_a, thin_b = latent.attribute_groups(labels, values, 3, 7)
+    assert bold_a == [2, 4, 0] and thin_a == [5, 1, 3] and thin_b == [9, 11, 8]
+    with pytest.raises(ValueError, match="only 6 samples"):
+        latent.attribute_groups(labels, values, 3, 7, k=4)
+
+
+def shipped_dcgan_mnist():
+    from learning.config import Config
+    from models.nn import build_model
+    folder = os.path.join(ROOT, "pretrained", "dcgan_mnist")
+    config = Config.from_json(os.path.join(folder, "hyperparam.json"))
+    model = build_model(config, (28, 28, 1))
+    tf.train.Checkpoint(generator_ema=model.generator_ema).read(
+        tf.train.latest_checkpoint(os.path.join(folder, "best"))).expect_partial()
+    model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
+                          batch_size=config.batch_size)
+    return model
+
+
+def test_turn_vector_turns_every_digit_monotonically():
+    """The turn strip of the shipped generator: along each row the slant only grows."""
+    model = shipped_dcgan_mnist()
+    for seed in (0, 1, 2):
+        strip = model.generate(latent.turn(model, seed=seed, n=2000))
+        slants = latent.slant(strip).reshape(4, 9)
+        assert np.all(np.diff(slants, axis=1) > 0), (seed, np.round(slants, 2))
+
+
+def test_attribute_arithmetic_carries_stroke_weight_to_another_digit():
+    """bold 3 - thin 3 + thin 7, each the mean z of three samples found by the classifier:
+    over six seeds, the result is read as a 7 and is bolder than the thin 7s in most."""
+    from learning.classifier import classify, load_classifier
+    model, classifier = shipped_dcgan_mnist(), load_classifier()
+    read_as_7 = bolder = 0
+    for seed in range(6):
+        z, groups, result = latent.attribute_arithmetic(model, classifier, seed=seed)
+        image = model.generate(result[None])
+        read_as_7 += int(classify(classifier, image)[0] == 7)
+        thin_7 = latent.stroke_weight(model.generate(z[groups[2]])).mean()
+        bolder += int(latent.stroke_weight(image)[0] > thin_7)
+    assert read_as_7 >= 5 and bolder >= 5, (read_as_7, bolder)
