@@ -139,6 +139,26 @@ class GAN(ABC):
             for layer, momentum in zip(norms, momenta):
                 layer.momentum = momentum
 
+    def portable_generator(self, ema=None):
+        """The generator (the average by default, when there is one) as a Keras model of
+        Keras's own layers, with the same weights: saved as `generator.keras`, it loads with
+        `keras.saving.load_model` where this repository is not installed. Its batch norm is
+        Keras's (this project's subclass only speeds up training), so it draws the same
+        images in inference mode. Inputs as `G`: z, and the one-hot label for a conditional
+        model."""
+        ema = self.sample_ema if ema is None else ema
+
+        def plain(layer):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                config = layer.get_config()
+                config.pop("synchronized", None)
+                return keras.layers.BatchNormalization.from_config(config)
+            return layer.__class__.from_config(layer.get_config())
+        source = self._generator(ema)
+        copy = keras.models.clone_model(source, clone_function=plain)
+        copy.set_weights(source.get_weights())
+        return copy
+
     # Calling conventions shared by conditional and unconditional models. `ema`: run the
     # averaged generator instead of the trained one.
     def _generator(self, ema):

@@ -1,0 +1,68 @@
+"""GAN.portable_generator: a generator.keras that opens where this repository cannot be
+imported, and draws the images the checkpoint draws."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from learning.config import Config
+from models.nn import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run in a fresh Python that refuses to import this repository's packages.
+LOADER = """
+import sys, json, importlib.abc
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('models', 'learning', 'datasets'):
+            raise ImportError('this repository is not importable here: ' + name)
+sys.meta_path.insert(0, Refuse())
+import numpy as np, keras
+args = json.loads(sys.argv[1])
+g = keras.saving.load_model(args['path'])
+inputs = [np.load(p) for p in args['inputs']]
+np.save(args['out'], g.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
+"""
+
+
+def restored(name):
+    folder = os.path.join(ROOT, "pretrained", name)
+    config = Config.from_json(os.path.join(folder, "hyperparam.json"))
+    model = build_model(config, (28, 28, 1))
+    tf.train.Checkpoint(generator_ema=model.generator_ema).read(
+        tf.train.latest_checkpoint(os.path.join(folder, "best"))).expect_partial()
+    return model
+
+
+def test_generator_keras_loads_without_this_repository_and_draws_the_same(tmp_path):
+    for name in ("dcgan_mnist", "cgan_mnist"):
+        model = restored(name)
+        path = str(tmp_path / f"{name}.keras")
+        model.portable_generator().save(path)
+        z = model.sample_z(tf.random.Generator.from_seed(1), 16).numpy()
+        inputs = [str(tmp_path / "z.npy")]
+        np.save(inputs[0], z)
+        labels = None
+        if model.conditional:
+            labels = np.arange(16) % 10
+            inputs.append(str(tmp_path / "y.npy"))
+            np.save(inputs[1], np.eye(10, dtype=np.float32)[labels])
+        out = str(tmp_path / "out.npy")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        r = subprocess.run([sys.executable, "-c", LOADER,
+                            json.dumps({"path": path, "inputs": inputs, "out": out})],
+                           cwd=str(tmp_path), capture_output=True, text=True, env=env,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        np.testing.assert_allclose(np.load(out), model.generate(z, labels=labels),
+                                   atol=1e-5)
+
+
+def test_the_loader_really_cannot_import_this_repository(tmp_path):
+    r = subprocess.run([sys.executable, "-c", LOADER.split("import numpy")[0]
+                        + "import models.nn"], cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "not importable here" in r.stderr
