@@ -19,11 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
-from learning.errors import UserError, exit_on_user_error  # noqa: E402
+from learning.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--save-dir", required=True, help="the run folder train.py wrote")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint prefix (default: the best, else the latest)")
@@ -33,14 +33,15 @@ def parse_args(argv=None):
                    help="also write the samples FID scores, as PNGs 000000.png, ... (same "
                         "seed, same order), into DIR (new or empty), for other FID tools, "
                         "and their Inception features as DIR/features.npy")
-    p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
+    p.add_argument("--seed", type=_at_least_zero, default=0, help="seed for z (default 0)")
     p.add_argument("--walk", action="store_true",
                    help="also write latent_walk.gif, a walk through random points of z")
     p.add_argument("--arithmetic", nargs="?", const="random", default=None, metavar="GROUPS",
                    help="also write arithmetic.png, A - B + C on means of three z's; GROUPS "
                         "picks the triples by index in sample_random.png, e.g. "
                         "'1,2,3;4,5,6;7,8,9' (default: random triples)")
-    p.add_argument("--d-features", nargs="?", const=8, type=int, default=None, metavar="N",
+    p.add_argument("--d-features", nargs="?", const=8, type=_at_least_one, default=None,
+                   metavar="N",
                    help="also write d_features.png, guided backprop of the discriminator's "
                         "strongest last-conv filters on N training images (default 8), the "
                         "trained D beside D as initialised (the DCGAN paper's last figure)")
@@ -94,19 +95,29 @@ TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "datase
              "stats_split"}
 
 
+# Where train.py writes checkpoints: the best, those of epoch ends, the newest within an epoch.
+CHECKPOINT_FOLDERS = ("best", "checkpoints", os.path.join("checkpoints", "mid_epoch"))
+
+
 def find_checkpoints(save_dir, explicit=None):
-    """The checkpoints to try, in order: the one given; else the best, then the latest ones,
-    newest first (restore_newest_readable takes the first that reads whole)."""
+    """The checkpoints to try, in order: the one given; else the best, then the latest ones
+    (at epoch ends or within one), newest first (restore_newest_readable takes the first
+    that reads whole)."""
     import tensorflow as tf
-    from learning.optimizer import checkpoint_candidates
+    from learning.checkpoints import checkpoint_candidates, newest_first
     if explicit:
+        if os.path.isdir(explicit):
+            raise UserError(f"--checkpoint '{explicit}' is a folder: pass a checkpoint's "
+                            "prefix, its .index file without the extension (e.g. "
+                            f"{os.path.join(save_dir, 'best', 'best-12')})")
         if not tf.io.gfile.glob(explicit + ".index"):
             raise UserError(f"checkpoint '{explicit}' not found (expected {explicit}.index): "
                             f"see {os.path.join(save_dir, 'best')} and "
                             f"{os.path.join(save_dir, 'checkpoints')}")
         return [explicit]
-    paths = [p for sub in ("best", "checkpoints")
-             for p in checkpoint_candidates(os.path.join(save_dir, sub))]
+    best, *latest = (checkpoint_candidates(os.path.join(save_dir, sub))
+                     for sub in CHECKPOINT_FOLDERS)
+    paths = best + newest_first(sum(latest, []))
     if paths:
         return paths
     raise UserError(f"no checkpoint in '{save_dir}' (looked in best/ and checkpoints/): "
@@ -118,14 +129,15 @@ def main(argv=None):
     args = parse_args(argv)
     hp_path = os.path.join(args.save_dir, "hyperparam.json")
     if not os.path.isdir(args.save_dir):
-        raise UserError(f"--save-dir '{args.save_dir}' does not exist: pass the folder "
-                        "train.py wrote")
+        what = "is a file" if os.path.exists(args.save_dir) else "does not exist"
+        raise UserError(f"--save-dir '{args.save_dir}' {what}: pass the folder train.py "
+                        "wrote")
     if not os.path.exists(hp_path):
         raise UserError(f"'{hp_path}' not found: --save-dir must be a folder train.py wrote")
     config = Config.from_json(hp_path)
     if not args.checkpoint and not any(
             os.path.exists(os.path.join(args.save_dir, sub, "checkpoint"))
-            for sub in ("best", "checkpoints")):
+            for sub in CHECKPOINT_FOLDERS):
         raise UserError(f"no checkpoint in '{args.save_dir}' (looked in best/ and "
                         "checkpoints/): train first with `python train.py --save-dir DIR`")
     if args.weights:
@@ -143,7 +155,7 @@ def main(argv=None):
     import tensorflow as tf
     from datasets.data import image_shape
     from learning import utils
-    from learning.optimizer import restore_newest_readable
+    from learning.checkpoints import restore_newest_readable
     from models.nn import build_model
 
     """ 1. The model, restored """
@@ -322,7 +334,9 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
 
     import tensorflow as tf
     from learning import utils
-    from learning.optimizer import read_best
+    from learning.checkpoints import read_best
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--export '{out_dir}' is a file: pass a new folder")
     if os.path.exists(os.path.join(out_dir, "best")):
         raise UserError(f"--export '{out_dir}' already holds a checkpoint: remove it first "
                         "or choose another folder")

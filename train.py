@@ -5,9 +5,10 @@ As in the tutorial, in three steps: 1. load the dataset; 2. set the hyperparamet
 3. build the model, evaluator and optimizer, and train. Running it again on the same
 --save-dir resumes where the run stopped.
 """
-import argparse
+import errno
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -22,14 +23,15 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from learning import distribute  # noqa: E402
 from learning.config import (Config, add_set_argument, parse_set,  # noqa: E402
                              resume_changes)
-from learning.errors import UserError, exit_on_user_error  # noqa: E402
+from learning.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
+from learning.files import reporting  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                               "default.json")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help="hyperparameter JSON (default: configs/default.json)")
     p.add_argument("--save-dir", default=None,
@@ -57,6 +59,9 @@ def resolve_config(args):
 
 def check_save_dir(save_dir, config):
     """Create the run folder; refuse to resume a run with a different architecture."""
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise UserError(f"--save-dir '{save_dir}' is a file: pass a folder (a new one, or "
+                        "a run to resume)")
     try:
         os.makedirs(save_dir, exist_ok=True)
         probe = os.path.join(save_dir, ".write_test")
@@ -114,9 +119,10 @@ def lock_save_dir(save_dir):
               f"{holder.get('started')}), which is no longer running")
     record = {"pid": os.getpid(), "host": host,
               "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-    os.fsync(fd)
+    with reporting(path):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(fd)
     released = []
 
     def release():
@@ -166,20 +172,37 @@ def _in_use(save_dir, holder):
 
 @exit_on_user_error
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     config = resolve_config(args)
     name = os.path.splitext(os.path.basename(args.config))[0]
     save_dir = args.save_dir or os.path.join("runs", name)
+    # The same command resumes (a run folder given, or the default one named again).
+    args.command = "python train.py " + shlex.join(
+        argv if args.save_dir else argv + ["--save-dir", save_dir])
     # In a multi-worker run only the chief writes --save-dir (and needs to see it).
     chief = distribute.is_chief_task(config)
-    if args.dry_run or not chief:
-        return _train(args, config, save_dir, chief)
-    check_save_dir(save_dir, config)
-    release = lock_save_dir(save_dir)
     try:
-        return _train(args, config, save_dir, chief)
-    finally:
-        release()
+        if args.dry_run or not chief:
+            return _train(args, config, save_dir, chief)
+        check_save_dir(save_dir, config)
+        release = lock_save_dir(save_dir)
+        try:
+            return _train(args, config, save_dir, chief)
+        finally:
+            release()
+    except KeyboardInterrupt:
+        # Before the first step (reading data, statistics): there is nothing to save.
+        print(f"stopped by SIGINT before training started: no checkpoint written; run "
+              f"`{args.command}` to start again", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A writer that does not name its file (a library's cache): still one line.
+        raise UserError(f"cannot write {repr(e.filename) if e.filename else 'a file'} "
+                        f"({e.strerror}): free space, then run `{args.command}` to resume "
+                        "from the newest checkpoint") from None
 
 
 def _train(args, config, save_dir, chief):
@@ -195,6 +218,7 @@ def _train(args, config, save_dir, chief):
                                     ensure_dataset_statistics, features_path,
                                     statistics_images)
     from learning.fid import FID
+    from learning.interrupt import stop_on_signal
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
 
@@ -242,9 +266,22 @@ def _train(args, config, save_dir, chief):
         """ 3. Train """
         optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir,
                                       strategy=strategy)
-    optimizer.train(verbose=not args.quiet and chief)
+    with stop_on_signal() as stop:
+        result = optimizer.train(verbose=not args.quiet and chief, stop=stop)
+    if result.get("stopped"):
+        print(stopped_line(result, optimizer.steps_per_epoch, args.command), file=sys.stderr)
+        return stop.exit_status
     print(f"Done. Run `python test.py --save-dir {save_dir}` for samples and FID.")
     return 0
+
+
+def stopped_line(result, steps_per_epoch, command):
+    """Where a stopped run stopped, what it saved, and the command that resumes it."""
+    where = (f"at step {result['step']}, {result['step_in_epoch']} of {steps_per_epoch} "
+             f"steps into epoch {result['epoch'] + 1}" if result["step_in_epoch"] else
+             f"after epoch {result['epoch']} (step {result['step']})")
+    return (f"stopped by {result['stopped']} {where}: saved {result['checkpoint']}; "
+            f"resume with `{command}`")
 
 
 if __name__ == "__main__":

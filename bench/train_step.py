@@ -50,7 +50,8 @@ from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # no
 from datasets.data import Dataset  # noqa: E402
 from learning import distribute  # noqa: E402
 from learning.config import Config, add_set_argument  # noqa: E402
-from learning.optimizer import MomentumOptimizer  # noqa: E402
+from learning.interrupt import StopRequest  # noqa: E402
+from learning.optimizer import MomentumOptimizer, _Records  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
 
@@ -92,11 +93,16 @@ def loop_overhead(trainer, batches, rounds, steps):
     steps, minus 1."""
     trainer.steps_per_epoch = steps
     bare = step_timer(trainer, batches)
+
+    def epoch(records, writer):
+        trainer.step_in_epoch.assign(0)               # each round a whole epoch
+        trainer._run_epoch(1, records, writer, verbose=True, stop=StopRequest())
     with tempfile.TemporaryDirectory() as logs:
         writer = tf.summary.create_file_writer(logs)
+        records = _Records(logs, False, 0, 0)        # the losses kept, as in train.py
         out = []
         for _ in range(rounds):
-            loop = stopwatch(lambda: trainer._run_epoch(1, writer, verbose=True))
+            loop = stopwatch(lambda: epoch(records, writer))
             out.append(loop / sum(bare() for _ in range(steps)) - 1)
     return out
 

@@ -352,13 +352,22 @@ class Dataset(object):
             return batch
         return batch.astype(np.float32, copy=False)
 
-    def get_state(self):
-        """The position in the data order, as a JSON-serialisable dict (lists and ints)."""
+    def position(self):
+        """Where the next batch starts, taken cheaply (an array copy): a reader that runs
+        ahead of the training step keeps the position after each batch it hands over, so
+        that a checkpoint saves the position of the batches actually trained on."""
+        return (self._indices.copy(), self._index_in_epoch, self._epochs_completed,
+                self._rng.bit_generator.state)
+
+    def get_state(self, position=None):
+        """The position in the data order (now, or an earlier `position()`), as a
+        JSON-serialisable dict (lists and ints)."""
+        indices, index_in_epoch, epochs_completed, rng = position or self.position()
         return {
-            'indices': self._indices.tolist(),
-            'index_in_epoch': int(self._index_in_epoch),
-            'epochs_completed': int(self._epochs_completed),
-            'rng': _plain(self._rng.bit_generator.state),
+            'indices': indices.tolist(),
+            'index_in_epoch': int(index_in_epoch),
+            'epochs_completed': int(epochs_completed),
+            'rng': _plain(rng),
         }
 
     def set_state(self, state):

