@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels. TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI,
 # bfloat16 or AMX; on an AVX2-only CPU they made the tutorial's step 1.66x faster (19.0
 # against 11.5 images/s, timed in turn: `bench/train_step.py --versus-env
-# TF_ENABLE_ONEDNN_OPTS=0`; README, "Performance"). Set before
+# TF_ENABLE_ONEDNN_OPTS=0`; docs/performance.md). Set before
 # TensorFlow is imported; a value the user exports wins (0 turns them off).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -8,9 +8,10 @@ Departures from the tutorial, on purpose:
 - files are listed recursively and sorted (the tutorial used an unsorted `os.listdir`);
 - images are kept as uint8 and scaled to [-1, 1] per batch: 70,000 64x64 faces are 0.86 GB
   in uint8 and would be 3.4 GB in float32;
-- channels stay RGB (the tutorial flipped them to BGR): the FID network expects RGB;
-- the centre crop is followed by an anti-aliased resize (the tutorial resized only when there
-  was no crop);
+- images are read as RGB with Pillow (the original read them with OpenCV, BGR, and flipped
+  them to RGB: the same pixels order, so not a departure);
+- the centre crop is followed by an anti-aliased resize (the original's OpenCV bilinear
+  resize is not anti-aliased; docs/departures.md);
 - `Dataset` shuffles with its own seeded `np.random.Generator`, not the global `np.random`,
   and its position can be saved and restored so a resumed run sees the same order.
 """

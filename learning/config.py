@@ -110,7 +110,7 @@ class Config:
         if unknown:
             k = unknown[0]
             near = difflib.get_close_matches(k, names, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else "; see README's hyperparameter table"
+            hint = f"; did you mean '{near[0]}'?" if near else "; see docs/configuration.md"
             raise UserError(f"{source}: unknown hyperparameter '{k}'{hint}")
         kwargs = {k: _coerce(cls, k, v, source) for k, v in d.items()}
         return cls(**kwargs)

@@ -31,7 +31,7 @@ def read_tf_config():
         tf_config = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"TF_CONFIG is not valid JSON ({e.msg} at column {e.colno}): see the "
-                        "README's 'Several GPUs, several hosts' for an example") from None
+                        "docs/distributed.md for an example") from None
     if not isinstance(tf_config, dict) or "cluster" not in tf_config \
             or "task" not in tf_config:
         raise UserError("TF_CONFIG needs a 'cluster' and a 'task', e.g. {\"cluster\": "
@@ -48,8 +48,8 @@ def is_chief_task(config):
     tf_config = read_tf_config()
     if not tf_config:
         raise UserError("strategy 'multi_worker' reads the cluster from the TF_CONFIG "
-                        "environment variable, which is not set: see the README's 'Several "
-                        "GPUs, several hosts'")
+                        "environment variable, which is not set: see docs/distributed.md for an "
+                        "example")
     task = tf_config["task"]
     return _chief(task.get("type"), int(task.get("index", 0)), tf_config["cluster"])
 
@@ -137,7 +137,7 @@ def bfloat16_warning(config):
     bfloat16 instructions (neither flag of BFLOAT16_CPU_FLAGS): there TensorFlow converts to
     and from float32 around every op, which is slower than plain float32. None otherwise,
     and on a machine with a GPU, which runs the step. bfloat16 was measured faster than
-    float32 only on a CPU with those instructions (README, Performance)."""
+    float32 only on a CPU with those instructions (docs/performance.md)."""
     if config.mixed_precision != "bfloat16":
         return None
     flags = cpu_flags()

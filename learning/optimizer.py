@@ -504,7 +504,7 @@ class Optimizer(ABC):
         # draws the grid, is scored and is saved.
         self.model.recalibrate_ema(utils.seeded_generator(c.seed, "ema batch norm"),
                                    batch_size=c.batch_size)
-        # sample_every 0: only the last epoch's grid (README), so training.gif has a frame.
+        # sample_every 0: only the last epoch's grid (docs/configuration.md), so training.gif has a frame.
         if self.is_chief and (last or (c.sample_every and epoch % c.sample_every == 0)):
             labels = self.sample_labels.numpy() if self.model.conditional else None
             images = self.model.generate(self.sample_z.numpy(), batch_size=c.batch_size_eval,

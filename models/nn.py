@@ -398,7 +398,7 @@ class CGAN(GAN):
         """He's uniform init, U(±sqrt(6 / fan_in)), for G's ReLU layers: a departure from
         the post. With PyTorch's default each ReLU layer shrinks the signal's variance
         sixfold, so G starts with nearly the same image for every z and label, D wins
-        from the first epoch and G never recovers (README, "Where the port departs")."""
+        from the first epoch and G never recovers (docs/departures.md)."""
         return keras.initializers.VarianceScaling(2.0, "fan_in", "uniform")
 
     def _build_generator(self):
