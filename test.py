@@ -1,11 +1,11 @@
 """Sample, interpolate and score a trained GAN:
 `python test.py --save-dir DIR [--checkpoint PATH] [--n-samples N] [--seed S]
-[--walk] [--arithmetic [GROUPS]] [--d-features [N]]`.
+[--walk] [--arithmetic [GROUPS|attribute]] [--turn] [--d-features [N]]`.
 
 Writes into DIR: sample_random.png (sample_H x sample_W random samples), interpolate.png
 (11 images from one random z to another), and for the models that have them
 z0_sweep.png and z0_sweep_fixed.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
-arithmetic.png (--arithmetic), d_features.png (--d-features, DCGAN only). Prints the FID
+arithmetic.png (--arithmetic), turn.png (--turn), d_features.png (--d-features, DCGAN only). Prints the FID
 over N samples as `FID: <value>`, then, one per line, `KID: <mean> ± <std>` and precision,
 recall, density and coverage when the real sample's features are cached beside the dataset
 statistics (they are, once computed by this code); `--metrics` picks among them.
@@ -39,7 +39,11 @@ def parse_args(argv=None):
     p.add_argument("--arithmetic", nargs="?", const="random", default=None, metavar="GROUPS",
                    help="also write arithmetic.png, A - B + C on means of three z's; GROUPS "
                         "picks the triples by index in sample_random.png, e.g. "
-                        "'1,2,3;4,5,6;7,8,9' (default: random triples)")
+                        "'1,2,3;4,5,6;7,8,9' (default: random triples); 'attribute' (MNIST): "
+                        "bold 3 - thin 3 + thin 7, the triples found by the classifier")
+    p.add_argument("--turn", action="store_true",
+                   help="also write turn.png (MNIST): the turn vector (mean z of right- "
+                        "minus left-slanted samples) added in growing multiples to 4 z")
     p.add_argument("--d-features", nargs="?", const=8, type=_at_least_one, default=None,
                    metavar="N",
                    help="also write d_features.png, guided backprop of the discriminator's "
@@ -63,6 +67,10 @@ def parse_args(argv=None):
                         "a checkpoint of the generator(s) only (no optimizer state); then stop")
     p.add_argument("--with-discriminator", action="store_true",
                    help="with --export: keep the discriminator too")
+    p.add_argument("--keras", action="store_true",
+                   help="with --export: also write generator.keras (the generator of "
+                        "test.py's samples, Keras's own layers: keras.saving.load_model "
+                        "opens it without this repository)")
     p.add_argument("--ema-only", action="store_true",
                    help="with --export: keep the averaged generator and not the trained one "
                         "(half the size; test.py samples and scores the average anyway)")
@@ -185,6 +193,11 @@ def main(argv=None):
                             "(G_ema_decay is off)")
         shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
         export(args.save_dir, args.export, config, shipped, ckpt_path)
+        if args.keras:
+            path = os.path.join(args.export, "generator.keras")
+            model.portable_generator().save(path)
+            print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional
+                                                 else "") + "; images in [-1, 1])")
         return 0
     if model.generator_ema is not None:
         model.sample_ema = not args.no_ema
@@ -227,10 +240,16 @@ def main(argv=None):
         frames = utils.latent_walk(model, draw_z(5), steps=16)
         print("wrote", utils.make_gif(frames, os.path.join(args.save_dir, "latent_walk.gif"),
                                       fps=12))
-    if args.arithmetic and not model.conditional:
+    if args.arithmetic == "attribute" and not model.conditional:
+        save("arithmetic", attribute_arithmetic(config, model, args.seed), 4, 4)
+    elif args.arithmetic and not model.conditional:
         groups = utils.parse_groups(args.arithmetic, H * W, rng)
         grid = utils.vector_arithmetic(model, z, groups)
         save("arithmetic", grid, 4, 4)
+    if args.turn and not model.conditional:
+        require_mnist(config, "--turn")
+        from learning import latent
+        save("turn", model.generate(latent.turn(model, seed=args.seed)), 4, 9)
 
     """ 4. What D's filters learned """
     if args.d_features is not None and not conv_d:
@@ -253,6 +272,29 @@ def main(argv=None):
         for line in metric_lines(others):
             print(line)
     return 0
+
+
+def require_mnist(config, flag):
+    if not (config.dataset == "mnist" and tuple(config.image_size or (28, 28)) == (28, 28)):
+        raise UserError(f"{flag} measures digits (stroke weight, slant, the MNIST "
+                        "classifier): it needs a model trained on MNIST-style data")
+
+
+def attribute_arithmetic(config, model, seed):
+    """arithmetic.png for --arithmetic attribute: bold 3 - thin 3 + thin 7 (post 004's
+    smiling woman - neutral woman + neutral man), the triples found among 3,000 samples by
+    the MNIST classifier and the stroke weight; prints what the result is read as."""
+    require_mnist(config, "--arithmetic attribute")
+    from learning import latent, utils
+    from learning.classifier import classify, load_classifier
+    classifier = load_classifier()
+    z, groups, result = latent.attribute_arithmetic(model, classifier, seed=seed)
+    image = model.generate(result[None])
+    weights = [latent.stroke_weight(model.generate(z[g])).mean() for g in groups]
+    print(f"bold 3 - thin 3 + thin 7 (stroke weights {weights[0]:.2f}, {weights[1]:.2f}, "
+          f"{weights[2]:.2f}): read as {int(classify(classifier, image)[0])}, stroke weight "
+          f"{latent.stroke_weight(image)[0]:.2f}")
+    return utils.vector_arithmetic(model, z, groups)
 
 
 def print_class_accuracy(model, seed):
