@@ -81,3 +81,28 @@ def test_attribute_arithmetic_carries_stroke_weight_to_another_digit():
         thin_7 = latent.stroke_weight(model.generate(z[groups[2]])).mean()
         bolder += int(latent.stroke_weight(image)[0] > thin_7)
     assert read_as_7 >= 5 and bolder >= 5, (read_as_7, bolder)
+
+
+def test_test_py_writes_the_attribute_and_turn_figures_and_a_keras_generator(tmp_path):
+    """The figures come from pretrained/dcgan_mnist with one command, into a copy (the
+    repository's folder stays untouched), and the export writes generator.keras."""
+    import shutil
+    import subprocess
+    import sys
+    from PIL import Image
+    run = tmp_path / "dcgan_mnist"
+    shutil.copytree(os.path.join(ROOT, "pretrained", "dcgan_mnist"), run)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", str(run),
+                        "--n-samples", "0", "--arithmetic", "attribute", "--turn"],
+                       capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bold 3 - thin 3 + thin 7" in r.stdout and "read as " in r.stdout
+    # 4 x 4 tiles of 28 pixels with 2-pixel gaps; the strip 4 rows of 9.
+    assert np.asarray(Image.open(run / "arithmetic.png")).shape[:2] == (118, 118)
+    assert np.asarray(Image.open(run / "turn.png")).shape[:2] == (118, 268)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", str(run),
+                        "--export", str(tmp_path / "out"), "--ema-only", "--keras"],
+                       capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "generator.keras").stat().st_size > 1e6
