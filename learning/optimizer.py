@@ -180,8 +180,8 @@ class Optimizer(ABC):
             # averages alike: keep a copy to put back.
             saved = [tf.identity(v) for v in self._state_variables]
         out = self.strategy.run(self._replica_step, args=(X, labels, z, fake_labels))
-        d_loss = self.strategy.reduce("SUM", out["d_loss"], axis=None)
-        g_loss = self.strategy.reduce("SUM", out["g_loss"], axis=None)
+        d_loss, g_loss, d_real, d_fake = (self.strategy.reduce("SUM", out[k], axis=None)
+                                          for k in ("d_loss", "g_loss", "D_real", "D_fake"))
         finite = tf.logical_and(tf.math.is_finite(d_loss), tf.math.is_finite(g_loss))
         if skip:
             def put_back():
@@ -189,7 +189,8 @@ class Optimizer(ABC):
                     v.assign(value)
                 return tf.constant(False)
             tf.cond(finite, lambda: tf.constant(True), put_back)
-        return {"d_loss": d_loss, "g_loss": g_loss, "finite": finite}
+        return {"d_loss": d_loss, "g_loss": g_loss, "D_real": d_real, "D_fake": d_fake,
+                "finite": finite}
 
     def _replica_step(self, X, labels, z, fake_labels):
         """The step on one replica's slice: one D update on a real and a fake batch, then
@@ -209,7 +210,8 @@ class Optimizer(ABC):
         reuse = self.config.reuse_g_forward
         g_tape = tf.GradientTape(persistent=True) if reuse else None
         if self.config.d_separate_updates:
-            d_loss, fake = self._separate_d_updates(X, labels, z, fake_labels, d_vars, g_tape)
+            d_loss, fake, real_logits, fake_logits = self._separate_d_updates(
+                X, labels, z, fake_labels, d_vars, g_tape)
         else:
             with tf.GradientTape() as tape:
                 if reuse:
@@ -240,12 +242,15 @@ class Optimizer(ABC):
             self.optimize_G.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
             if model.generator_ema is not None:
                 model.update_ema(self.config.G_ema_decay)
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        # What D made of the real and the fake batch in its update: at the equilibrium the
+        # DCGAN post describes, both near 1/2.
+        return {"d_loss": d_loss, "g_loss": g_loss, "D_real": _mean_probability(real_logits),
+                "D_fake": _mean_probability(fake_logits)}
 
     def _separate_d_updates(self, X, labels, z, fake_labels, d_vars, g_tape=None):
         """The MNIST slides' D training: one update on a fake-only minibatch, then one on a
-        real-only minibatch. Returns the summed loss and the fake batch (recorded on
-        `g_tape` when given, for the first G update to reuse)."""
+        real-only minibatch. Returns the summed loss, the fake batch (recorded on `g_tape`
+        when given, for the first G update to reuse) and D's logits on both batches."""
         model = self.model
         if g_tape is not None:
             with g_tape:
@@ -253,14 +258,16 @@ class Optimizer(ABC):
         else:
             fake = model.G(z, fake_labels, training=True)
         with tf.GradientTape() as tape:
-            loss_fake = model.d_loss_fake(model.D(fake, fake_labels, training=True))
+            fake_logits = model.D(fake, fake_labels, training=True)
+            loss_fake = model.d_loss_fake(fake_logits)
             scaled = self.optimize_D.scale_loss(loss_fake)
         self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
         with tf.GradientTape() as tape:
-            loss_real = model.d_loss_real(model.D(X, labels, training=True))
+            real_logits = model.D(X, labels, training=True)
+            loss_real = model.d_loss_real(real_logits)
             scaled = self.optimize_D.scale_loss(loss_real)
         self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
-        return loss_fake + loss_real, fake
+        return loss_fake + loss_real, fake, real_logits, fake_logits
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):
@@ -390,8 +397,10 @@ class Optimizer(ABC):
         if record.get("fid") is not None:     # the evaluation's size and cost beside it
             fid_text = (f"{record['fid']:.4f} ({record['n_samples']} samples, "
                         f"{record['eval_seconds']:.0f}s)")
+        d_out = ("" if record.get("D_real") is None else
+                 f"D(x) {record['D_real']:.3f} | D(G(z)) {record['D_fake']:.3f} | ")
         print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
-              f"G_loss {record['g_loss']:.4f} | FID {fid_text} | "
+              f"G_loss {record['g_loss']:.4f} | {d_out}FID {fid_text} | "
               f"best {float(self.best_score.numpy()):.4f} | "
               f"lr {float(self.curr_learning_rate.numpy()):.2e} | "
               f"{record['seconds']:.0f}s")
@@ -447,10 +456,14 @@ class Optimizer(ABC):
                     if not bool(out["finite"]):
                         self._non_finite(step, d_loss, g_loss, epoch)
                     else:
-                        records.add_step({"step": step, "d_loss": d_loss, "g_loss": g_loss})
+                        d_real, d_fake = float(out["D_real"]), float(out["D_fake"])
+                        records.add_step({"step": step, "d_loss": d_loss, "g_loss": g_loss,
+                                          "D_real": d_real, "D_fake": d_fake})
                         if step % c.log_every == 0:
                             tf.summary.scalar("loss/discriminator", d_loss, step=step)
                             tf.summary.scalar("loss/generator", g_loss, step=step)
+                            tf.summary.scalar("D/real", d_real, step=step)
+                            tf.summary.scalar("D/fake", d_fake, step=step)
                             bar.set_postfix(D_loss=f"{d_loss:.3f}", G_loss=f"{g_loss:.3f}")
                     if stop:
                         return False
@@ -519,6 +532,9 @@ class Optimizer(ABC):
         record = {"epoch": epoch, "step": step,
                   "d_loss": _mean(r["d_loss"] for r in epoch_losses),
                   "g_loss": _mean(r["g_loss"] for r in epoch_losses),
+                  # Steps recorded before D's outputs were kept have none.
+                  "D_real": _mean_if_any(r.get("D_real") for r in epoch_losses),
+                  "D_fake": _mean_if_any(r.get("D_fake") for r in epoch_losses),
                   "fid": None, "n_samples": None,
                   "learning_rate": float(self.curr_learning_rate.numpy()),
                   "skipped_steps": int(self.skipped_steps.numpy()),
@@ -706,6 +722,19 @@ class _Records:
         if self.write:
             utils.append_jsonl(self.paths["metrics"], record)
         self.flush()
+
+
+def _mean_probability(logits):
+    """D's mean output, sigmoid(logits), as this replica's share of the global-batch mean
+    (summed over replicas, the global mean), like the losses."""
+    probability = tf.sigmoid(tf.cast(logits, tf.float32))
+    return tf.nn.compute_average_loss(tf.reduce_mean(probability, axis=-1))
+
+
+def _mean_if_any(values):
+    """The mean of the values that are not None, or None if there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def _mean(values):

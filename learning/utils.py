@@ -86,10 +86,36 @@ def sample_image_paths(save_dir):
 
 
 # ------------------------------------------------------------------ curves
+def _plot_unit_metrics(axis, scored, metrics):
+    """On a right-hand axis of `axis`, what lies in [0, 1]: the eval_metrics beyond FID of
+    the evaluated epochs, and D's mean output on real and on generated images of every
+    epoch, with the 1/2 that D gives both at equilibrium."""
+    shown = [name for name in ("precision", "recall", "density", "coverage")
+             if any(name in m for m in scored)]
+    d_epochs = [m for m in metrics if m.get("D_real") is not None]
+    if not shown and not d_epochs:
+        return
+    right = axis.twinx()
+    for name, style in zip(shown, ("s--", "^--", "v:", "d:")):
+        right.plot([m["epoch"] for m in scored], [m.get(name, float("nan")) for m in scored],
+                   style, lw=0.8, label=name)
+    if d_epochs:
+        epochs = [m["epoch"] for m in d_epochs]
+        right.plot(epochs, [m["D_real"] for m in d_epochs], "-", color="tab:green", lw=1,
+                   label="D(x), real")
+        right.plot(epochs, [m["D_fake"] for m in d_epochs], "-", color="tab:purple", lw=1,
+                   label="D(G(z)), generated")
+        right.axhline(0.5, color="gray", lw=0.5, ls=":")
+    right.set_ylabel(" / ".join((shown + ["D's output"]) if d_epochs else shown))
+    right.set_ylim(0, max(1.0, right.get_ylim()[1]))
+    right.legend(loc="upper right", fontsize="small")
+
+
 def plot_learning_curve(losses, metrics, save_dir):
     """Two panels, as the tutorial's figure: D and G losses per iteration above, FID per
     epoch below (and, on a right-hand axis, the eval_metrics precision, recall, density and
-    coverage when the run records them). Written to learning_curve.png and .svg.
+    coverage when the run records them, and D's mean output on real and generated images,
+    D_real and D_fake). Written to learning_curve.png and .svg.
 
     :param losses: list of dicts with 'step', 'd_loss', 'g_loss'.
     :param metrics: list of dicts with 'epoch' and 'fid' (None where not evaluated).
@@ -110,20 +136,10 @@ def plot_learning_curve(losses, metrics, save_dir):
         bottom.plot(epochs, [m["fid"] for m in scored], "o-",
                     color="tab:red", label=f"FID ({scored[-1].get('n_samples')} samples)")
         bottom.legend(loc="upper left")
-        # eval_metrics beyond FID: the 0-to-1 ones on a second axis at the right.
-        shown = [name for name in ("precision", "recall", "density", "coverage")
-                 if any(name in m for m in scored)]
-        if shown:
-            right = bottom.twinx()
-            for name, style in zip(shown, ("s--", "^--", "v:", "d:")):
-                right.plot(epochs, [m.get(name, float("nan")) for m in scored], style,
-                           lw=0.8, label=name)
-            right.set_ylabel("precision / recall / density / coverage")
-            right.set_ylim(bottom=0)
-            right.legend(loc="upper right", fontsize="small")
     else:
         bottom.text(0.5, 0.5, "no FID evaluated in this run (eval_every)", ha="center",
                     va="center", transform=bottom.transAxes, color="gray")
+    _plot_unit_metrics(bottom, scored, metrics)
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("FID")
     fig.tight_layout()

@@ -481,3 +481,21 @@ def test_stop_on_signal_sets_the_request_then_restores_the_default(tmp_path):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_step_reports_what_d_made_of_the_real_batch(tiny_config, tmp_path):
+    """D_real is D's mean output (sigmoid of its logit) on the real batch in its update,
+    before that update changes D; D_fake the same on the fakes. The epoch's mean goes to
+    metrics.jsonl (the post's "D at equilibrium gives 1/2")."""
+    opt = make_run(tiny_config, tmp_path)
+    X = tf.constant(opt.train_set.next_batch(8))
+    by_hand = float(tf.reduce_mean(tf.sigmoid(opt.model.D(X, training=True))))
+    out = opt._train_step(X, None)
+    assert float(out["D_real"]) == pytest.approx(by_hand, abs=1e-6)
+    assert 0 < float(out["D_fake"]) < 1 and abs(float(out["D_fake"]) - by_hand) > 1e-6
+    opt = make_run(tiny_config.replace(num_epochs=1), tmp_path / "run")
+    opt.train(verbose=False)
+    record = utils.read_jsonl(os.path.join(tmp_path, "run", "metrics.jsonl"))[-1]
+    steps = utils.read_jsonl(os.path.join(tmp_path, "run", "losses.jsonl"))
+    assert record["D_real"] == pytest.approx(np.mean([s["D_real"] for s in steps]))
+    assert record["D_fake"] == pytest.approx(np.mean([s["D_fake"] for s in steps]))

@@ -149,6 +149,15 @@ def test_learning_curve_draws_every_fid_point_and_names_the_sample_count(tmp_pat
     np.testing.assert_allclose(line.get_ydata(), [25.0, 12.5, 50 / 6, 6.25, 5.0])
     assert line.get_label() == "FID (2000 samples)"
     assert (tmp_path / "learning_curve.png").exists()
+    # D's mean outputs of every epoch, on the right-hand axis, beside the 1/2 line.
+    for m in metrics:
+        m.update(D_real=0.9 - 0.03 * m["epoch"], D_fake=0.1 + 0.03 * m["epoch"])
+    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    right = drawn[1].axes[2]
+    labels = {l.get_label(): l for l in right.lines}
+    assert list(labels["D(x), real"].get_xdata()) == list(range(1, 11))
+    np.testing.assert_allclose(labels["D(G(z)), generated"].get_ydata(),
+                               [0.1 + 0.03 * e for e in range(1, 11)])
 
 
 def test_a_write_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
