@@ -100,11 +100,19 @@ def train_args(cfg, image_folder, save):
     return ["--config", cfg, "--data-dir", image_folder, "--save-dir", str(save), "--quiet"]
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait_for(args, state, name, timeout=300):
     """Start `train.py ARGS`; return it once the checkpoint list `state` names `name`."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # As a user's foreground run: Ctrl-C not ignored, even when these tests run as a
+    # background job (whose children a shell starts with SIGINT ignored, which train.py
+    # rightly keeps).
     proc = subprocess.Popen(command("train.py", *args), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if state.exists() and f'"{name}"' in state.read_text():
