@@ -63,12 +63,18 @@ def load_classifier(path=None, dataset="mnist"):
     return model
 
 
+def probabilities(classifier, images, batch_size=500):
+    """The classifier's class probabilities for each image, (N, num_classes)."""
+    import tensorflow as tf
+    x = to_input(images)
+    out = [tf.nn.softmax(classifier(x[i:i + batch_size], training=False)).numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
 def classify(classifier, images, batch_size=500):
     """The class the classifier reads in each image (int64 (N,))."""
-    x = to_input(images)
-    out = [np.argmax(classifier(x[i:i + batch_size], training=False).numpy(), axis=1)
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return np.argmax(probabilities(classifier, images, batch_size), axis=1)
 
 
 def train(data_dir=None, out=None, epochs=4, batch_size=128, seed=0, verbose=True):

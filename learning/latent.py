@@ -89,14 +89,9 @@ def read_digits(classifier, images, confidence=0.99):
     """The digit the classifier reads in each image, or -1 where its probability is below
     `confidence`: the groups are built from digits it is sure of, so that an odd sample
     (which also tends to have an extreme stroke weight) does not lead a group."""
-    import tensorflow as tf
-    from learning.classifier import to_input
-    out = []
-    for start in range(0, len(images), 500):
-        p = tf.nn.softmax(classifier(to_input(images[start:start + 500]),
-                                     training=False)).numpy()
-        out.append(np.where(p.max(axis=1) >= confidence, p.argmax(axis=1), -1))
-    return np.concatenate(out)
+    from learning.classifier import probabilities
+    p = probabilities(classifier, images)
+    return np.where(p.max(axis=1) >= confidence, p.argmax(axis=1), -1)
 
 
 def attribute_arithmetic(model, classifier, seed=0, digits=(3, 7), n=3000, k=3):
