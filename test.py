@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
-from learning.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -302,8 +302,7 @@ def print_class_accuracy(model, seed):
     asked for by the MNIST classifier that ships (learning.classifier), beside how often it
     reads MNIST's real test digits right."""
     from datasets.data import read_mnist
-    from learning.classifier import classify, load_classifier
-    from learning.evaluator import class_accuracy
+    from learning.classifier import class_accuracy, classify, load_classifier
     classifier = load_classifier()
     accuracy = class_accuracy(model, classifier, seed=seed)
     images, labels = read_mnist(split="test")

@@ -14,17 +14,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels. TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI,
-# bfloat16 or AMX; on an AVX2-only CPU they made the tutorial's step 1.66x faster (19.0
-# against 11.5 images/s, timed in turn: `bench/train_step.py --versus-env
-# TF_ENABLE_ONEDNN_OPTS=0`; docs/performance.md). Set before
-# TensorFlow is imported; a value the user exports wins (0 turns them off).
+# bfloat16 or AMX; on an AVX2-only CPU they made the tutorial's step faster too (measure it
+# with `bench/train_step.py --versus-env TF_ENABLE_ONEDNN_OPTS=0`; docs/performance.md has
+# the figures). Set before TensorFlow is imported; a value the user exports wins (0 turns
+# them off).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
+from common.files import reporting  # noqa: E402
 from learning import distribute  # noqa: E402
 from learning.config import (Config, add_set_argument, parse_set,  # noqa: E402
                              resume_changes)
-from learning.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
-from learning.files import reporting  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                               "default.json")

@@ -25,7 +25,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.serve import stopwatch  # noqa: E402  (the path above: the repo's packages)
-from learning.distribute import cpu_flags  # noqa: E402
 
 # The CPU features that decide dense speed here: AVX2 and AVX-512 vector widths, and the
 # bfloat16 dot-product (AVX512_BF16) and matrix (AMX) instructions.
@@ -33,6 +32,19 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 # ------------------------------------------------------------------ the machine
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (`avx2`, `avx512f`, `avx512_bf16`, `amx_bf16`, ...) as a set;
+    empty where /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_model():
     """`lscpu`'s "Model name", else /proc/cpuinfo's "model name", else platform's guess."""
     try:

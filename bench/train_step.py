@@ -43,20 +43,27 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")   # as train.py: the step tr
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common.errors import ArgumentParser  # noqa: E402
 from bench.common import (ceiling_from, compute_dtype, describe_ceiling,  # noqa: E402
                           gan_step_flops, machine_info, matmul_timer)
 from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
                          spread, stopwatch)
 from datasets.data import Dataset  # noqa: E402
 from learning import distribute  # noqa: E402
-from learning.config import Config, add_set_argument  # noqa: E402
+from learning.config import Config, add_set_argument, parse_set  # noqa: E402
 from learning.interrupt import StopRequest  # noqa: E402
 from learning.optimizer import MomentumOptimizer, _Records  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
 
-def parse_args():
-    p = argparse.ArgumentParser()
+# Settings that hold for a whole process: the precision policy is global in Keras, and the
+# devices and strategy are set up once, before any model. A second trainer in the same
+# process would run with the first one's, so --versus cannot time them.
+PROCESS_WIDE = ("mixed_precision", "strategy", "logical_cpu_devices")
+
+
+def parse_args(argv=None):
+    p = ArgumentParser()
     p.add_argument("--model", default="dcgan")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=10,
@@ -79,7 +86,13 @@ def parse_args():
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch, to run the PyTorch reference in the same run")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # --versus-env's
-    return p.parse_args()
+    args = p.parse_args(argv)
+    fixed = [k for k in parse_set(args.versus) if k in PROCESS_WIDE]
+    if fixed:
+        p.error(f"--versus {fixed[0]}: it holds for the whole process, so a second trainer "
+                "in this one would time the first one's setting again; time each setting "
+                f"in a run of its own (--set {fixed[0]}=...)")
+    return args
 
 
 def step_timer(trainer, batches):
@@ -108,7 +121,6 @@ def loop_overhead(trainer, batches, rounds, steps):
 
 
 def main():
-    from learning.config import parse_set
     args = parse_args()
     s = args.image_size
     if args.torch_python and (s != 64 or args.model != "dcgan"):

@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from learning.errors import UserError
+from common.errors import UserError
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
 

@@ -18,9 +18,9 @@ import warnings
 
 import tensorflow as tf
 
+from common.errors import UserError
+from common.files import WriteError
 from learning.config import Config
-from learning.errors import UserError
-from learning.files import WriteError
 
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 CONFIG_KEY = "config/.ATTRIBUTES/py_state"

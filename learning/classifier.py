@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from learning.errors import UserError, exit_on_user_error
+from common.errors import UserError, exit_on_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = {"mnist": os.path.join(ROOT, "pretrained", "classifiers", "mnist.weights.h5"),
@@ -75,6 +75,17 @@ def probabilities(classifier, images, batch_size=500):
 def classify(classifier, images, batch_size=500):
     """The class the classifier reads in each image (int64 (N,))."""
     return np.argmax(probabilities(classifier, images, batch_size), axis=1)
+
+
+def class_accuracy(model, classifier, n=1000, seed=0):
+    """How often a conditional model draws the class it is asked for: `n` samples, the
+    classes in turn, each read by `classifier` (trained on real digits). A G that ignores
+    its labels scores chance, 1 / num_classes."""
+    import tensorflow as tf
+    asked = np.arange(n) % model.num_classes
+    z = model.sample_z(tf.random.Generator.from_seed(seed), n).numpy()
+    generated = model.generate(z, labels=asked)
+    return float(np.mean(classify(classifier, generated) == asked))
 
 
 def train(data_dir=None, out=None, epochs=4, batch_size=128, seed=0, verbose=True):

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from learning.errors import UserError
-from learning.files import write_json_atomic
+from common.errors import UserError
+from common.files import write_json_atomic
 
 MODELS = ("dcgan", "fc_gan", "cgan")
 DATASETS = ("mnist", "folder")

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 
-from learning.errors import UserError
+from common.errors import UserError
 
 
 def read_tf_config():
@@ -116,19 +116,6 @@ def remove_worker_dir(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU's feature flags (`avx2`, `avx512f`, `avx512_bf16`, `amx_bf16`, ...) as a set;
-    empty where /proc/cpuinfo cannot be read (not Linux)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -140,8 +127,7 @@ def bfloat16_warning(config):
     float32 only on a CPU with those instructions (docs/performance.md)."""
     if config.mixed_precision != "bfloat16":
         return None
-    flags = cpu_flags()
-    if any(flag in flags for flag in BFLOAT16_CPU_FLAGS):
+    if _cpu_has(BFLOAT16_CPU_FLAGS):
         return None
     import tensorflow as tf
     if tf.config.list_physical_devices("GPU"):
@@ -149,6 +135,16 @@ def bfloat16_warning(config):
     return ("warning: mixed_precision \"bfloat16\" on a CPU without bfloat16 instructions "
             f"(no {' or '.join(BFLOAT16_CPU_FLAGS)} flag): TensorFlow emulates them, likely "
             "slower than float32 (compare with bench/train_step.py)")
+
+
+def _cpu_has(flags, path="/proc/cpuinfo"):
+    """Which of `flags` the CPU reports; none where /proc/cpuinfo cannot be read (not
+    Linux). The benchmarks read the whole machine (bench/common.py)."""
+    try:
+        with open(path) as f:
+            return set(f.read().split()) & set(flags)
+    except OSError:
+        return set()
 
 
 def check_batch_size(batch_size, replicas):

@@ -11,10 +11,12 @@ from abc import ABC, abstractmethod
 import numpy as np
 import tensorflow as tf
 
+from common.errors import UserError
+from common.files import write_atomic
+from common.progress import progress_bar, timing_line
 from learning import distribute
 from learning import fid as fid_lib
-from learning.errors import UserError
-from learning.files import write_atomic
+from learning.inception import PT_SHA1, cache_dir, quantize
 
 
 class Evaluator(ABC):
@@ -92,7 +94,7 @@ class FIDEvaluator(Evaluator):
             def replica_features(z, labels):
                 z, labels = distribute.replica_slice(z), distribute.replica_slice(labels)
                 # Scored as the images a sample PNG would hold, not as floats no file can.
-                pixels = fid_lib.quantize(model.G(z, labels, training=False, ema=ema))
+                pixels = quantize(model.G(z, labels, training=False, ema=ema))
                 return (extract(pixels), pixels) if with_pixels else extract(pixels)
 
             @tf.function
@@ -131,7 +133,7 @@ class FIDEvaluator(Evaluator):
         self.fid.add_features(features)
         value = float(self.fid.calculate_FID())
         if verbose:
-            print(fid_lib.timing_line(f"scored {n_drawn} samples", n_drawn,
+            print(timing_line(f"scored {n_drawn} samples", n_drawn,
                                       time.perf_counter() - start_time))
         if set(self.metrics) - {"fid"}:
             self.last_metrics = fid_lib.feature_metrics(self.fid.feature_gen,
@@ -144,7 +146,7 @@ class FIDEvaluator(Evaluator):
         features_of = self._features_fn(model, with_pixels=on_pixels is not None)
         replicas = self.strategy.num_replicas_in_sync
         out, remaining = [], count
-        with fid_lib.progress_bar(count, "FID samples", verbose) as bar:
+        with progress_bar(count, "FID samples", verbose) as bar:
             while remaining > 0:
                 n = min(self.batch_size_eval, remaining)
                 z = model.sample_z(rng, n)
@@ -174,18 +176,6 @@ class FIDEvaluator(Evaluator):
         return bool(np.isfinite(curr)) and curr < best * (1.0 - threshold)
 
 
-# ------------------------------------------------------------------ conditional models
-def class_accuracy(model, classifier, n=1000, seed=0):
-    """How often a conditional model draws the class it is asked for: `n` samples, the
-    classes in turn, each read by `classifier` (learning.classifier, trained on real
-    digits). A G that ignores its labels scores chance, 1 / num_classes."""
-    from learning.classifier import classify
-    asked = np.arange(n) % model.num_classes
-    z = model.sample_z(tf.random.Generator.from_seed(seed), n).numpy()
-    generated = model.generate(z, labels=asked)
-    return float(np.mean(classify(classifier, generated) == asked))
-
-
 # ------------------------------------------------------------------ dataset statistics
 def dataset_key(config, num_images):
     """Names the statistics of one (dataset, crop, size, sample count)."""
@@ -213,7 +203,7 @@ def dataset_stats_path(config, num_images):
     """The statistics file: `dataset_stats_path` if set, else one in the cache."""
     if config.dataset_stats_path:
         return config.dataset_stats_path
-    return os.path.join(fid_lib.cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
+    return os.path.join(cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
 
 
 def _stats_sample(config, images):
@@ -272,7 +262,7 @@ def ensure_dataset_statistics(config, images, inception, verbose=True):
     # mu and sigma. First, so that a statistics file always has its features beside it.
     write_atomic(features_path(path), lambda f: np.save(f, features.astype(np.float32)))
     provenance = {**dataset_provenance(config, images),
-                  "inception_sha1": getattr(inception, "weights_sha1", fid_lib.PT_SHA1)}
+                  "inception_sha1": getattr(inception, "weights_sha1", PT_SHA1)}
     fid_lib.save_statistics(path, mu, sigma, n, provenance)
     return path
 

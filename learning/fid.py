@@ -34,18 +34,13 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
+from common.errors import ArgumentParser, UserError, exit_on_user_error
+from common.files import write_atomic
+from common.progress import progress_bar, timing_line
 from learning.config import EVAL_METRICS
-from learning.errors import ArgumentParser, UserError, exit_on_user_error
-from learning.files import write_atomic
-# The network's names, re-exported: callers wrote `fid.InceptionFeatures`, `fid.quantize`, ...
-# The CLI and the FID class look `InceptionFeatures` up here at call time, so replacing
+# InceptionFeatures is looked up here at call time, so that replacing
 # `learning.fid.InceptionFeatures` (as the tests do) takes effect.
-from learning.inception import (  # noqa: F401
-    BN_EPSILON, CACHE_NAME, FEATURE_DIM, HOW_TO_GET, INPUT_SIZE, PT_MEMBER, PT_SHA1, PT_SIZE,
-    WHEEL_NAME, WHEEL_REQUIREMENT, ConvBN, InceptionFeatures, _keras_name, _to_rgb,
-    build_inception, cache_dir, convert_torchscript, find_inception_weights, load_inception,
-    preprocess, preprocess_pixels, progress_bar, quantize, read_inception_pt,
-    resize_bilinear_tf1, timing_line)
+from learning.inception import FEATURE_DIM, PT_SHA1, InceptionFeatures
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,14 +41,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from common.errors import UserError
+from common.files import WriteError, full_disk
 from learning import distribute, utils
 # restore_checkpoint and saved_config lived here: callers have long reached them here.
 from learning.checkpoints import (checkpoint_candidates, newest_first,  # noqa: F401
                                   read_best, remove_all, restore_checkpoint,
                                   restore_newest_readable, save_checkpoint, saved_config)
 from learning.config import resume_changes
-from learning.errors import UserError
-from learning.files import WriteError, full_disk
 from learning.interrupt import StopRequest
 
 MID_EPOCH = os.path.join("checkpoints", "mid_epoch")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 # write_json_atomic lives with write_atomic; callers have long reached it here.
-from learning.files import reporting, write_atomic, write_json_atomic  # noqa: E402,F401
+from common.files import reporting, write_atomic, write_json_atomic  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------ random streams
@@ -215,7 +215,7 @@ def latent_walk(model, points, steps=16):
 def parse_groups(text, n_images, rng):
     """Three triples of grid indices for vector arithmetic: 'a,b,c;d,e,f;g,h,i' (1-based
     positions in sample_random.png, row by row), or random ones for 'random'."""
-    from learning.errors import UserError
+    from common.errors import UserError
     if text == "random":
         # Distinct images where the grid has nine; repeats allowed on a smaller grid.
         return rng.choice(n_images, size=(3, 3), replace=n_images < 9).tolist()

@@ -37,9 +37,8 @@ class BatchNormalization(layers.BatchNormalization):
     Keras 3 computes a training step's batch norm from separate ops (two reductions for the
     mean and variance, then the normalisation, each again for the gradient); TensorFlow's
     FusedBatchNormV3 does the statistics and normalisation in one kernel and the gradient
-    in one more. On the 2-core AVX2 EPYC, G's and D's seven batch norms (batch 64, forward +
-    backward, weighted by passes) took 196 ms of a step against Keras's 248
-    (`python bench/layers.py`, its last lines; docs/performance.md). Same variables and the same
+    in one more, which is faster on the CPUs measured (`python bench/layers.py`, its last
+    lines; docs/performance.md has the figures). Same variables and the same
     numbers as Keras's layer (tests/test_models.py checks outputs, gradients and moving
     averages against it): the moving variance is updated with the biased batch variance as
     Keras does, not the Bessel-corrected one the fused kernel returns. Inference mode,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from learning.errors import UserError
+from common.errors import UserError
 from models.layers import (batch_normalization, conv_bn_lrelu, deconv_bn_relu, fc_bn_lrelu,
                            fc_layer)
 
@@ -109,8 +109,7 @@ class GAN(ABC):
         """One step of the average: ema <- decay * ema + (1 - decay) * G, for every trained
         weight of G. Batch norm's moving statistics are not averaged but recomputed for the
         averaged weights (`recalibrate_ema`): averaged statistics do not describe the
-        averaged network's activations (measured on dcgan_mnist after one epoch: 0.002% of
-        its pixels above 0.5 against 10% for G and for MNIST)."""
+        averaged network's activations (washed-out samples; docs/departures.md)."""
         for ema_v, v in zip(self.generator_ema.trainable_variables,
                             self.generator.trainable_variables):
             ema_v.assign(decay * ema_v + (1.0 - decay) * tf.cast(v, ema_v.dtype))

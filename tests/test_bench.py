@@ -173,3 +173,17 @@ def test_layers_bench_times_every_convolution_and_batch_norm():
         [4, 4, 512], [8, 8, 256], [16, 16, 128], [32, 32, 64],
         [16, 16, 128], [8, 8, 256], [4, 4, 512]]
     assert all(r["ours_ms"] > 0 and r["keras_ms"] > 0 for r in result["batch_norm"])
+
+
+def test_train_step_bench_refuses_a_versus_setting_it_cannot_change_in_one_process(capsys):
+    """The precision policy is global: a second trainer in the same process would time the
+    first one's float32 again and print a ratio near 1, so --versus refuses it (one line,
+    status 2) and says to time it in a run of its own."""
+    from bench import train_step
+    with pytest.raises(SystemExit) as exit_:
+        train_step.parse_args(["--versus", 'mixed_precision="bfloat16"'])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.count("\n") == 1 and "--versus mixed_precision" in err and "--set" in err
+    # What one process can change is taken.
+    assert train_step.parse_args(["--versus", "jit_compile=true"]).versus == ["jit_compile=true"]

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from learning import classifier as clf
-from learning.errors import UserError
 
 
 def test_shipped_classifier_is_small_and_reads_99_percent_of_the_test_split():

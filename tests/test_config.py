@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from common.errors import UserError
 from learning.config import Config, parse_set
-from learning.errors import UserError
 
 
 def test_defaults_are_the_tutorials():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from datasets.data import IMAGE_EXTS, Dataset, list_images, read_data, read_mnist
-from learning.errors import UserError
 
 
 # ----------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from learning import distribute
 from learning.config import Config
-from learning.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_size": 8,

@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from common.errors import UserError
 from learning.config import Config
-from learning.errors import UserError
 from learning.optimizer import restore_checkpoint
 from tests.test_optimizer import make_run
 

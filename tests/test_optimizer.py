@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import UserError
+from common.files import WriteError
 from datasets.data import Dataset
 from learning import utils
 from learning.checkpoints import checkpoint_candidates, save_checkpoint
-from learning.errors import UserError
 from learning.evaluator import FIDEvaluator
-from learning.files import WriteError
 from learning.interrupt import StopRequest, stop_on_signal
 from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
 from models.nn import build_model

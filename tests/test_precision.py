@@ -48,7 +48,7 @@ def test_mixed_bfloat16_keeps_outputs_losses_and_bn_statistics_in_float32(tiny_c
     ({"avx2"}, "float16", False),
 ])
 def test_bfloat16_warning_follows_the_cpu_flags(monkeypatch, tiny_config, flags, mixed, warned):
-    monkeypatch.setattr(distribute, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(distribute, "_cpu_has", lambda wanted: set(wanted) & flags)
     warning = distribute.bfloat16_warning(tiny_config.replace(mixed_precision=mixed))
     assert (warning is not None) == warned
     if warned:
@@ -56,9 +56,12 @@ def test_bfloat16_warning_follows_the_cpu_flags(monkeypatch, tiny_config, flags,
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):
+    from bench.common import cpu_flags
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"
                        "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n")
-    assert distribute.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "avx512f",
-                                                  "avx512_bf16"}
-    assert distribute.cpu_flags(str(tmp_path / "missing")) == set()
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}
+    assert cpu_flags(str(tmp_path / "missing")) == set()
+    # The trainer's bfloat16 warning reads the same file for its two flags alone.
+    assert distribute._cpu_has(("avx512_bf16", "amx_bf16"), str(cpuinfo)) == {"avx512_bf16"}
+    assert distribute._cpu_has(("avx512_bf16",), str(tmp_path / "missing")) == set()

@@ -60,8 +60,7 @@ def test_pretrained_restores_and_generates(name):
 def test_pretrained_cgan_draws_the_digit_it_is_asked_for():
     """class_grid.png's promise, counted as test.py counts it: the MNIST classifier that
     ships reads the asked digit in most samples (a G that ignores its labels scores 0.1)."""
-    from learning.classifier import load_classifier
-    from learning.evaluator import class_accuracy
+    from learning.classifier import class_accuracy, load_classifier
     from models.nn import build_model
     folder = os.path.join(PRETRAINED, "cgan_mnist")
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))

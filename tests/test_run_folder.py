@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from common.errors import UserError
 from learning import utils
-from learning.errors import UserError
 from learning.evaluator import FIDEvaluator
 from learning.optimizer import restore_checkpoint
 from models.nn import build_model

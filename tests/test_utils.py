@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from learning import utils
-from learning.errors import UserError
 
 
 def test_interpolate_includes_both_ends():
@@ -110,7 +110,7 @@ def test_latent_walk_gif_of_grayscale_model(tmp_path):
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
     import os
-    from learning.files import write_atomic, write_json_atomic
+    from common.files import write_atomic, write_json_atomic
     path = tmp_path / "sub" / "a.json"
     write_json_atomic(path, {"a": 1})                       # the folder is created
     assert path.read_text() == '{\n  "a": 1\n}\n'
@@ -166,7 +166,7 @@ def test_a_write_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
     (TensorBoard's writer) reads the same."""
     import errno
     import os
-    from learning.files import WriteError, full_disk, write_atomic
+    from common.files import WriteError, full_disk, write_atomic
     path = tmp_path / "learning_curve.png"
     path.write_bytes(b"old")
 
