@@ -103,35 +103,6 @@ TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "datase
              "stats_split"}
 
 
-# Where train.py writes checkpoints: the best, those of epoch ends, the newest within an epoch.
-CHECKPOINT_FOLDERS = ("best", "checkpoints", os.path.join("checkpoints", "mid_epoch"))
-
-
-def find_checkpoints(save_dir, explicit=None):
-    """The checkpoints to try, in order: the one given; else the best, then the latest ones
-    (at epoch ends or within one), newest first (restore_newest_readable takes the first
-    that reads whole)."""
-    import tensorflow as tf
-    from learning.checkpoints import checkpoint_candidates, newest_first
-    if explicit:
-        if os.path.isdir(explicit):
-            raise UserError(f"--checkpoint '{explicit}' is a folder: pass a checkpoint's "
-                            "prefix, its .index file without the extension (e.g. "
-                            f"{os.path.join(save_dir, 'best', 'best-12')})")
-        if not tf.io.gfile.glob(explicit + ".index"):
-            raise UserError(f"checkpoint '{explicit}' not found (expected {explicit}.index): "
-                            f"see {os.path.join(save_dir, 'best')} and "
-                            f"{os.path.join(save_dir, 'checkpoints')}")
-        return [explicit]
-    best, *latest = (checkpoint_candidates(os.path.join(save_dir, sub))
-                     for sub in CHECKPOINT_FOLDERS)
-    paths = best + newest_first(sum(latest, []))
-    if paths:
-        return paths
-    raise UserError(f"no checkpoint in '{save_dir}' (looked in best/ and checkpoints/): "
-                    "train first with `python train.py --save-dir DIR`")
-
-
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
@@ -143,11 +114,6 @@ def main(argv=None):
     if not os.path.exists(hp_path):
         raise UserError(f"'{hp_path}' not found: --save-dir must be a folder train.py wrote")
     config = Config.from_json(hp_path)
-    if not args.checkpoint and not any(
-            os.path.exists(os.path.join(args.save_dir, sub, "checkpoint"))
-            for sub in CHECKPOINT_FOLDERS):
-        raise UserError(f"no checkpoint in '{args.save_dir}' (looked in best/ and "
-                        "checkpoints/): train first with `python train.py --save-dir DIR`")
     if args.weights:
         config = config.replace(inception_path=args.weights)
     overrides = parse_set(args.set)
@@ -163,15 +129,16 @@ def main(argv=None):
     import tensorflow as tf
     from datasets.data import image_shape
     from learning import utils
-    from learning.checkpoints import restore_newest_readable
+    from learning.checkpoints import (checkpoint_names, find_checkpoints,
+                                      restore_newest_readable)
     from models.nn import build_model
 
     """ 1. The model, restored """
+    candidates = find_checkpoints(args.save_dir, args.checkpoint)
     model = build_model(config, image_shape(config))
     # --d-features needs D; an export keeps only what --with-discriminator asks for.
     conv_d = config.model not in ("fc_gan", "cgan")
     show_d = args.d_features is not None and conv_d and not args.export
-    candidates = find_checkpoints(args.save_dir, args.checkpoint)
     names = checkpoint_names(candidates)
     if show_d:
         require_discriminator(candidates, names)
@@ -309,25 +276,6 @@ def print_class_accuracy(model, seed):
     real = float(np.mean(classify(classifier, images) == labels))
     print(f"class accuracy: {accuracy:.3f} of 1000 samples read as the digit asked for (the "
           f"MNIST classifier, which reads {real:.4f} of the 10,000 real test digits)")
-
-
-def checkpoint_names(paths):
-    """The objects (generator, generator_ema, discriminator, ...) that the first readable
-    checkpoint of `paths` holds, or None when none reads (restore_newest_readable then
-    says why)."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import trackable_object_graph_pb2
-    for path in paths:
-        # The root's children in the checkpoint's object graph: variable names alone do
-        # not say, since a variable is listed under one path only (G's under g_optimizer).
-        try:
-            graph = trackable_object_graph_pb2.TrackableObjectGraph()
-            graph.ParseFromString(
-                tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-        except (tf.errors.OpError, ValueError, IndexError):
-            continue
-        return {child.local_name for child in graph.nodes[0].children}
-    return None
 
 
 def generator_parts(model, with_discriminator=False, names=None):

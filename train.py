@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels. TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI,
@@ -21,10 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
-from common.files import reporting  # noqa: E402
 from learning import distribute  # noqa: E402
-from learning.config import (Config, add_set_argument, parse_set,  # noqa: E402
-                             resume_changes)
+from learning.config import Config, add_set_argument, parse_set  # noqa: E402
+from learning.run_folder import check_save_dir, lock_save_dir  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                               "default.json")
@@ -55,119 +53,6 @@ def resolve_config(args):
         config = Config.from_dict({**config.to_dict(), **overrides},
                                   source="--set/--data-dir")
     return config
-
-
-def check_save_dir(save_dir, config):
-    """Create the run folder; refuse to resume a run with a different architecture."""
-    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise UserError(f"--save-dir '{save_dir}' is a file: pass a folder (a new one, or "
-                        "a run to resume)")
-    try:
-        os.makedirs(save_dir, exist_ok=True)
-        probe = os.path.join(save_dir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"--save-dir '{save_dir}' cannot be written ({e.strerror}): "
-                        "choose another folder") from None
-    old_path = os.path.join(save_dir, "hyperparam.json")
-    if os.path.exists(os.path.join(save_dir, "checkpoints")) and os.path.exists(old_path):
-        # Fails in a second, before TensorFlow loads; the optimizer checks the config the
-        # checkpoint itself holds again when it resumes.
-        resume_changes(Config.from_json(old_path), config,
-                       where=f"--save-dir '{save_dir}' holds a run")
-
-
-LOCK_FILE = ".lock"
-
-
-def lock_save_dir(save_dir):
-    """Claim the run folder for this process, so that two train.py never write one folder.
-
-    `save_dir/.lock` holds this process's pid, host and start time, under an exclusive
-    flock: the kernel drops a flock when its process dies, kill -9 included, so a lock
-    file whose flock can be taken was left by a process that is gone, and is taken over
-    (on a file system without flock: when its pid is not running). One written on another
-    host is not (its flock may not reach this host): the error says which process to
-    check. Returns the function that releases the lock (also run at exit)."""
-    import atexit
-    import fcntl
-    import socket
-    path = os.path.join(save_dir, LOCK_FILE)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        flocked = True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_lock(fd)
-            os.close(fd)
-            raise UserError(_in_use(save_dir, holder)) from None
-        except OSError:
-            flocked = False
-        if _same_file(fd, path):
-            break
-        os.close(fd)  # locked a file its owner had just removed: take the new one
-    holder, host = _read_lock(fd), socket.gethostname()
-    if holder and (holder.get("host") != host
-                   or not flocked and _running(holder.get("pid"))):
-        os.close(fd)
-        raise UserError(_in_use(save_dir, holder) + f" (if it has stopped, delete {path})")
-    if holder:
-        print(f"taking over the lock of pid {holder.get('pid')} (started "
-              f"{holder.get('started')}), which is no longer running")
-    record = {"pid": os.getpid(), "host": host,
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-    with reporting(path):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        os.fsync(fd)
-    released = []
-
-    def release():
-        """Remove the file, then drop the flock: no one can take a removed file."""
-        if not released:
-            released.append(True)
-            if _same_file(fd, path):
-                os.remove(path)
-            os.close(fd)
-    atexit.register(release)
-    return release
-
-
-def _read_lock(fd):
-    """The lock file's record, or None when it is empty or unreadable."""
-    try:
-        record = json.loads(os.pread(fd, 4096, 0).decode())
-        return record if isinstance(record, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _running(pid):
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (TypeError, ValueError, PermissionError):
-        return True  # someone else's process, or a record we cannot read: assume so
-    return True
-
-
-def _same_file(fd, path):
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _in_use(save_dir, holder):
-    who = ("train.py (pid {pid} on host {host}, started {started})".format(**holder)
-           if holder and {"pid", "host", "started"} <= set(holder)
-           else "another train.py (its lock is still being written)")
-    return (f"--save-dir '{save_dir}' is in use by {who}; wait for it or stop it, or choose "
-            "another --save-dir")
 
 
 @exit_on_user_error

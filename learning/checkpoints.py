@@ -1,4 +1,6 @@
-"""Checkpoint files: writing one whole or not at all, finding the newest, reading it back.
+"""Checkpoints, all in one place: what one holds beyond variables (the data order, the
+config), writing one whole or not at all, finding the newest, falling back to the newest
+that reads, reading what it holds.
 
 A run folder holds three kinds (learning.optimizer says what each holds):
   checkpoints/ckpt-{epoch}            at epoch ends, the latest `keep_checkpoints`
@@ -22,8 +24,63 @@ from common.errors import UserError
 from common.files import WriteError
 from learning.config import Config
 
+# Where the trainer writes checkpoints: the best, those of epoch ends, the newest within an
+# epoch (learning.optimizer says what a checkpoint holds).
+MID_EPOCH = os.path.join("checkpoints", "mid_epoch")
+CHECKPOINT_FOLDERS = ("best", "checkpoints", MID_EPOCH)
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 CONFIG_KEY = "config/.ATTRIBUTES/py_state"
+
+
+# ------------------------------------------------------------------ what one holds
+class DataState(tf.train.experimental.PythonState):
+    """The dataset's order and position, saved with each checkpoint (as a string: not a
+    tf.Variable, which a multi-worker strategy would try to broadcast, and cannot).
+
+    Within an epoch the reader runs ahead of the step: `consumed`, the position after the
+    last batch a step used (Dataset.position), is what is saved; None: the dataset's own."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.consumed = None
+
+    def serialize(self):
+        return json.dumps(self.dataset.get_state(self.consumed))
+
+    def deserialize(self, string_value):
+        text = string_value.decode() if isinstance(string_value, bytes) else string_value
+        if text:
+            self.dataset.set_state(json.loads(text))
+        self.consumed = None
+
+
+class ConfigState(tf.train.experimental.PythonState):
+    """The resolved config, saved as JSON with each checkpoint (read back by
+    `saved_config`, not restored: the running config is the one given)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def serialize(self):
+        return json.dumps(self.config.to_dict())
+
+    def deserialize(self, string_value):
+        pass
+
+
+def run_managers(checkpoint, folder, keep):
+    """The CheckpointManagers of a run folder for `checkpoint`: epoch ends (the latest
+    `keep`), the best (one) and within the epoch (`mid_epoch_manager`)."""
+    latest = tf.train.CheckpointManager(checkpoint, os.path.join(folder, "checkpoints"),
+                                        max_to_keep=keep, checkpoint_name="ckpt")
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(folder, "best"), max_to_keep=1,
+                                      checkpoint_name="best")
+    return latest, best, mid_epoch_manager(checkpoint, folder)
+
+
+def mid_epoch_manager(checkpoint, folder):
+    return tf.train.CheckpointManager(checkpoint, os.path.join(folder, MID_EPOCH),
+                                      max_to_keep=1, checkpoint_name="ckpt")
 
 
 # ------------------------------------------------------------------ writing
@@ -107,7 +164,55 @@ def newest_first(paths):
                                key=lambda p: -steps[p])
 
 
+def resume_candidates(save_dir):
+    """What a resume tries, newest first: the checkpoints of epoch ends and the one within
+    an epoch (the best is not among them: an epoch's own checkpoint follows it)."""
+    return newest_first(checkpoint_candidates(os.path.join(save_dir, "checkpoints"))
+                        + checkpoint_candidates(os.path.join(save_dir, MID_EPOCH)))
+
+
+def find_checkpoints(save_dir, explicit=None):
+    """The checkpoints test.py tries, in order: the one given; else the best, then the
+    latest ones (at epoch ends or within one), newest first (restore_newest_readable takes
+    the first that reads whole)."""
+    if explicit:
+        if os.path.isdir(explicit):
+            raise UserError(f"--checkpoint '{explicit}' is a folder: pass a checkpoint's "
+                            "prefix, its .index file without the extension (e.g. "
+                            f"{os.path.join(save_dir, 'best', 'best-12')})")
+        if not tf.io.gfile.glob(explicit + ".index"):
+            raise UserError(f"checkpoint '{explicit}' not found (expected {explicit}.index): "
+                            f"see {os.path.join(save_dir, 'best')} and "
+                            f"{os.path.join(save_dir, 'checkpoints')}")
+        return [explicit]
+    best, *latest = (checkpoint_candidates(os.path.join(save_dir, sub))
+                     for sub in CHECKPOINT_FOLDERS)
+    paths = best + newest_first(sum(latest, []))
+    if paths:
+        return paths
+    raise UserError(f"no checkpoint in '{save_dir}' (looked in best/ and checkpoints/): "
+                    "train first with `python train.py --save-dir DIR`")
+
+
 # ------------------------------------------------------------------ reading
+def checkpoint_names(paths):
+    """The objects (generator, generator_ema, discriminator, ...) that the first readable
+    checkpoint of `paths` holds, or None when none reads (restore_newest_readable then
+    says why)."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+    for path in paths:
+        # The root's children in the checkpoint's object graph: variable names alone do
+        # not say, since a variable is listed under one path only (G's under g_optimizer).
+        try:
+            graph = trackable_object_graph_pb2.TrackableObjectGraph()
+            graph.ParseFromString(
+                tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        except (tf.errors.OpError, ValueError, IndexError):
+            continue
+        return {child.local_name for child in graph.nodes[0].children}
+    return None
+
+
 class UnreadableCheckpoint(UserError):
     """A checkpoint whose files are missing, truncated or corrupt."""
 

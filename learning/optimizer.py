@@ -31,8 +31,6 @@ import contextlib
 import json
 import math
 import os
-import queue
-import threading
 import time
 from abc import ABC, abstractmethod
 
@@ -43,16 +41,16 @@ from tqdm import tqdm
 
 from common.errors import UserError
 from common.files import WriteError, full_disk
+from datasets.prefetch import Prefetcher
 from learning import distribute, utils
 # restore_checkpoint and saved_config lived here: callers have long reached them here.
-from learning.checkpoints import (checkpoint_candidates, newest_first,  # noqa: F401
-                                  read_best, remove_all, restore_checkpoint,
-                                  restore_newest_readable, save_checkpoint, saved_config)
+from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager,  # noqa: F401
+                                  read_best, remove_all,
+                                  restore_checkpoint, restore_newest_readable,
+                                  resume_candidates, run_managers, save_checkpoint,
+                                  saved_config)
 from learning.config import resume_changes
 from learning.interrupt import StopRequest
-
-MID_EPOCH = os.path.join("checkpoints", "mid_epoch")
-
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite (nan_policy 'stop')."""
@@ -142,13 +140,8 @@ class Optimizer(ABC):
         self._resume_checkpoint = tf.train.Checkpoint(**state)
         self._optional_checkpoint = tf.train.Checkpoint(**optional)
         self._saved = None    # (path, step) of the newest checkpoint written or restored
-        self.latest = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.own_dir, "checkpoints"),
-            max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
-        self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.own_dir, "best"), max_to_keep=1,
-            checkpoint_name="best")
-        self.mid_epoch = self._mid_epoch_manager()
+        self.latest, self.best, self.mid_epoch = run_managers(
+            self.checkpoint, self.own_dir, config.keep_checkpoints)
         # What the step would need to undo with nan_policy 'skip'.
         self._state_variables = (model.generator.variables + model.discriminator.variables
                                  + self.optimize_G.variables + self.optimize_D.variables
@@ -275,9 +268,7 @@ class Optimizer(ABC):
         epoch's end or within one (a damaged one is skipped with a warning, and left where
         it is). Returns the path or None. Every worker of a multi-worker run restores the
         chief's checkpoint (so --save-dir must be a folder all of them see, to resume)."""
-        paths = [path] if path else newest_first(
-            checkpoint_candidates(os.path.join(self.save_dir, "checkpoints"))
-            + checkpoint_candidates(os.path.join(self.save_dir, MID_EPOCH)))
+        paths = [path] if path else resume_candidates(self.save_dir)
         # partial: the checkpoint also holds its config, which saved_config reads.
         path = restore_newest_readable(self._resume_checkpoint, paths, partial=True)
         if path is None:
@@ -441,7 +432,7 @@ class Optimizer(ABC):
         t0 = time.time()
         # Until a step has used a batch, a checkpoint saves the position before them.
         self.data_state.consumed = self.train_set.position()
-        batches = _Prefetcher(self.train_set, self.batch_size, max(total - done, 0))
+        batches = Prefetcher(self.train_set, self.batch_size, max(total - done, 0))
         bar = tqdm(range(done, total), initial=done, total=total, disable=not verbose,
                    desc=f"epoch {epoch}/{self.num_epochs}", leave=False, mininterval=1.0)
         try:
@@ -501,12 +492,7 @@ class Optimizer(ABC):
         step = int(self.step.numpy())
         self._saved = (save_checkpoint(self.latest, epoch), step)
         remove_all(self.mid_epoch.directory)
-        self.mid_epoch = self._mid_epoch_manager()
-
-    def _mid_epoch_manager(self):
-        return tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.own_dir, MID_EPOCH), max_to_keep=1,
-            checkpoint_name="ckpt")
+        self.mid_epoch = mid_epoch_manager(self.checkpoint, self.own_dir)
 
     def _end_of_epoch(self, epoch, epoch_losses, writer):
         """Sample grid, FID, best checkpoint bookkeeping, learning-rate schedule."""
@@ -601,86 +587,6 @@ AdamOptimizer = MomentumOptimizer
 
 
 # ------------------------------------------------------------------ helpers
-class DataState(tf.train.experimental.PythonState):
-    """The dataset's order and position, saved with each checkpoint (as a string: not a
-    tf.Variable, which a multi-worker strategy would try to broadcast, and cannot).
-
-    Within an epoch the reader runs ahead of the step: `consumed`, the position after the
-    last batch a step used (Dataset.position), is what is saved; None: the dataset's own."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.consumed = None
-
-    def serialize(self):
-        return json.dumps(self.dataset.get_state(self.consumed))
-
-    def deserialize(self, string_value):
-        text = string_value.decode() if isinstance(string_value, bytes) else string_value
-        if text:
-            self.dataset.set_state(json.loads(text))
-        self.consumed = None
-
-
-class ConfigState(tf.train.experimental.PythonState):
-    """The resolved config, saved as JSON with each checkpoint (read back by
-    `saved_config`, not restored: the running config is the one given)."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def serialize(self):
-        return json.dumps(self.config.to_dict())
-
-    def deserialize(self, string_value):
-        pass
-
-
-class _Prefetcher:
-    """Reads batches in a thread, two ahead of the training step, each with the dataset's
-    position after it (what a checkpoint saves once a step has used the batch).
-
-    It stops after exactly `num_batches`, so the dataset's position at the end of the
-    epoch is what a resume needs; `close()` also stops it early."""
-
-    def __init__(self, dataset, batch_size, num_batches):
-        self._queue = queue.Queue(maxsize=2)
-        self._error = None
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        args=(dataset, batch_size, num_batches))
-        self._thread.start()
-
-    def _run(self, dataset, batch_size, num_batches):
-        try:
-            for _ in range(num_batches):
-                if self._closing.is_set():
-                    return
-                batch = dataset.next_batch(batch_size, shuffle=True)
-                X, labels = batch if isinstance(batch, tuple) else (batch, None)
-                labels = None if labels is None else tf.constant(labels, tf.int32)
-                self._queue.put((tf.constant(X), labels, dataset.position()))
-        except Exception as e:  # re-raised in the training thread
-            self._error = e
-            self._queue.put(None)
-
-    def get(self):
-        item = self._queue.get()
-        if item is None:
-            raise self._error
-        return item
-
-    def close(self):
-        """Stop reading and wait for the thread (taking what it still puts)."""
-        self._closing.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
-
-
 class _Records:
     """metrics.jsonl (a line per epoch) and losses.jsonl (a line per step), kept so that a
     resumed run's files equal an uninterrupted run's: on resume, the lines written after

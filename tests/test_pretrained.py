@@ -39,7 +39,8 @@ def test_pretrained_restores_and_generates(name):
     assert path is not None
     # What test.py restores: here the averaged generator (and D for dcgan_mnist) only.
     import test as test_script
-    names = test_script.checkpoint_names([path])
+    from learning.checkpoints import checkpoint_names
+    names = checkpoint_names([path])
     parts = test_script.generator_parts(model, names=names)
     assert "generator_ema" in parts and set(parts) <= names
     variables = [v for part in parts.values() for v in part.variables]
