@@ -81,7 +81,7 @@ def main(argv=None):
                 batch = data.next_batch(config.batch_size)
                 X, labels = batch if isinstance(batch, tuple) else (batch, None)
                 labels = None if labels is None else tf.constant(labels, tf.int32)
-                float(trainer._train_step(tf.constant(X), labels)["d_loss"])
+                float(trainer.train_step(tf.constant(X), labels)["d_loss"])
                 trainer.step.assign_add(1)
 
         def save():

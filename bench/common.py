@@ -183,13 +183,10 @@ def gan_step_flops(model, config):
                 D's input gradient not needed:          G + 2 (3 D - D1)
       G update  G and D forward/backward, D's input gradient flowing on into G, z's not:
                                                         3 G - G1 + 3 D
-    With `reuse_g_forward` the first G update reuses the D update's G forward: one G less.
     Returns the parts and the `step` (the work done), all in FLOPs per image."""
     g, d = forward_flops(model.generator), forward_flops(model.discriminator)
     d_update = g + 2 * (3 * d - first_layer_flops(model.discriminator))
     g_update = 3 * g - first_layer_flops(model.generator) + 3 * d
     step = d_update + config.g_updates_per_step * g_update
-    if getattr(config, "reuse_g_forward", False):
-        step -= g
     return {"G_forward": g, "D_forward": d, "D_update": d_update, "G_update": g_update,
             "step": step}

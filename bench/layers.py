@@ -10,7 +10,7 @@ convolutions (the dense layers and batch norm are a few percent of the FLOPs). E
 timed on random inputs of its own shape: `forward` is y = layer(x); `backward` is the
 gradient of sum(y * dy) with respect to x and the kernel, as the step needs it (the
 forward pass included). The step runs G forward 3 times and backward twice, D forward 5
-times and backward 5 times (1 D + 2 G updates; `reuse_g_forward` saves one G forward), so
+times and backward 5 times (1 D + 2 G updates), so
 `step_share` weighs each layer's time by those counts.
 
 Batch norm (`models.layers.BatchNormalization`: TensorFlow's fused kernel while training)

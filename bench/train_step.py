@@ -77,7 +77,7 @@ def parse_args(argv=None):
     add_set_argument(p, example='jit_compile=true mixed_precision="bfloat16"')
     p.add_argument("--versus", nargs="+", default=None, metavar="KEY=VALUE",
                    help="also time the step with these settings changed, in this run, "
-                        "alternating with the first (e.g. --versus reuse_g_forward=true); "
+                        "alternating with the first (e.g. --versus jit_compile=true); "
                         "adds versus_images_per_sec and versus_speedup")
     p.add_argument("--versus-env", nargs="+", default=None, metavar="NAME=VALUE",
                    help="also time the step in a copy of this benchmark with these "
@@ -98,7 +98,7 @@ def parse_args(argv=None):
 def step_timer(trainer, batches):
     """Seconds of one call of the trainer's step on the next batch, loss fetched."""
     feed = itertools.cycle(batches)
-    return lambda: stopwatch(lambda: float(trainer._train_step(next(feed), None)["d_loss"]))
+    return lambda: stopwatch(lambda: float(trainer.train_step(next(feed), None)["d_loss"]))
 
 
 def loop_overhead(trainer, batches, rounds, steps):
@@ -159,7 +159,7 @@ def main():
         if args.serve:                            # the copy --versus-env runs
             print(json.dumps({"machine": machine_info()}))
             feed = itertools.cycle(batches)
-            serve(lambda: float(trainer._train_step(next(feed), None)["d_loss"]))
+            serve(lambda: float(trainer.train_step(next(feed), None)["d_loss"]))
             return
         if args.versus_env:
             env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}

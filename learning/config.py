@@ -8,6 +8,7 @@ the nearest valid key, and every value is checked for type and range.
 import dataclasses
 import difflib
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,6 +24,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 STATS_SPLITS = ("train", "test")
 # What the evaluator can report: fid, kid, pr (precision, recall), dc (density, coverage).
 EVAL_METRICS = ("fid", "kid", "pr", "dc")
+# Options that are gone, still accepted in an old hyperparam.json and ignored (with a
+# warning where the file turned one on): why each went.
+RETIRED = {"reuse_g_forward": "it did not measure faster on both oneDNN settings "
+                              "(docs/performance.md); G runs again for its first update"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,6 @@ class Config:
     batch_norm_sync: bool = False         # batch-norm statistics over the global batch
     logical_cpu_devices: int = 0          # >= 1: split the CPU into this many devices
     G_ema_decay: Optional[float] = None   # average of G's weights, e.g. 0.999; null/0: off
-    reuse_g_forward: bool = False         # the first G update reuses the D update's
-                                          # forward pass of G (same gradients, less work)
     eval_metrics: tuple = ("fid",)        # what each evaluation reports, from fid, kid,
                                           # pr, dc: FID always (it picks the best checkpoint)
     G_project_bn: bool = True             # BN + ReLU after G's projection of z (the
@@ -106,6 +109,11 @@ class Config:
             raise UserError(f"{source}: expected a JSON object of hyperparameters, "
                             f"got {type(d).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        for k in set(RETIRED) & set(d):
+            if d[k]:
+                warnings.warn(f"{source}: '{k}' is no longer an option and is ignored: "
+                              f"{RETIRED[k]}", stacklevel=2)
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         unknown = [k for k in d if k not in names]
         if unknown:
             k = unknown[0]
@@ -295,8 +303,8 @@ def _validate(c):
     if c.stats_split == "test" and c.dataset != "mnist":
         raise UserError("hyperparameter 'stats_split' = 'test': only MNIST-style data "
                         "(dataset 'mnist') have a test split; use \"train\"")
-    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync", "reuse_g_forward",
-              "G_project_bn", "D_first_bn"]:
+    for k in ["jit_compile", "d_separate_updates", "batch_norm_sync", "G_project_bn",
+              "D_first_bn"]:
         _check_type(k, getattr(c, k), (bool,), what="true or false")
     if c.image_size is not None:
         if (not isinstance(c.image_size, tuple) or len(c.image_size) != 2

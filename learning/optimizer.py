@@ -90,7 +90,8 @@ class Optimizer(ABC):
         self.own_dir = save_dir if self.is_chief else distribute.worker_dir(self.strategy)
         with self.strategy.scope():
             self._create_state(model, evaluator, config)
-        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        # The step, compiled: train_step(X, labels) on a global batch (`_step`).
+        self.train_step = tf.function(self._step, jit_compile=config.jit_compile)
 
     def _create_state(self, model, evaluator, config):
         """Variables, Keras optimizers and checkpoints, in the strategy's scope."""
@@ -158,109 +159,85 @@ class Optimizer(ABC):
 
     # ------------------------------------------------------------------ one step
     def _step(self, X, labels):
-        """One training step on the global batch X: z is drawn for the whole batch, then
-        every replica trains on its slice (`_replica_step`). Returns the losses, averaged
-        over the global batch, and whether they are finite."""
-        model, n = self.model, tf.shape(X)[0]
+        """One training step on the global batch X (`train_step`, compiled): z is drawn for
+        the whole batch, then every replica trains on its slice (`_replica_step`). Returns
+        the losses, averaged over the global batch, and whether they are finite."""
         # Drawn once for the global batch, so N replicas see the z one device would.
-        z = model.sample_z(self.rng, n)
-        # A conditional model's fakes take the real batch's labels (post 002's loop), so
-        # that D sees each label as often on both sides.
-        fake_labels = labels if model.conditional else None
+        z = self.model.sample_z(self.rng, tf.shape(X)[0])
         skip = self.config.nan_policy == "skip"
         if skip:
             # A non-finite batch poisons weights, Adam's moments and batch norm's moving
             # averages alike: keep a copy to put back.
             saved = [tf.identity(v) for v in self._state_variables]
-        out = self.strategy.run(self._replica_step, args=(X, labels, z, fake_labels))
-        d_loss, g_loss, d_real, d_fake = (self.strategy.reduce("SUM", out[k], axis=None)
-                                          for k in ("d_loss", "g_loss", "D_real", "D_fake"))
-        finite = tf.logical_and(tf.math.is_finite(d_loss), tf.math.is_finite(g_loss))
+        out = self.strategy.run(self._replica_step, args=(X, labels, z))
+        out = {k: self.strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
+        finite = tf.logical_and(tf.math.is_finite(out["d_loss"]),
+                                tf.math.is_finite(out["g_loss"]))
         if skip:
             def put_back():
                 for v, value in zip(self._state_variables, saved):
                     v.assign(value)
                 return tf.constant(False)
             tf.cond(finite, lambda: tf.constant(True), put_back)
-        return {"d_loss": d_loss, "g_loss": g_loss, "D_real": d_real, "D_fake": d_fake,
-                "finite": finite}
+        return {**out, "finite": finite}
 
-    def _replica_step(self, X, labels, z, fake_labels):
-        """The step on one replica's slice: one D update on a real and a fake batch, then
-        `g_updates_per_step` G updates with the same z. Each loss is this replica's share
-        of the global-batch mean, so the all-reduced gradients are the global ones."""
-        model = self.model
-        X, labels, z, fake_labels = (distribute.replica_slice(t)
-                                     for t in (X, labels, z, fake_labels))
+    def _replica_step(self, X, labels, z):
+        """The post's step on this replica's slice of the batch: one D update on a real and
+        a fake batch, then `g_updates_per_step` G updates on the same z. Each loss is this
+        replica's share of the global-batch mean, so the all-reduced gradients are the
+        global ones."""
+        model, c = self.model, self.config
+        X, labels, z = (distribute.replica_slice(t) for t in (X, labels, z))
+        # A conditional model's fakes take the real batch's labels (post 002's loop), so
+        # that D sees each label as often on both sides.
+        fake_labels = labels if model.conditional else None
         d_vars = model.discriminator.trainable_variables
         g_vars = model.generator.trainable_variables
 
-        # 1. update D. Real and fake go through D in two calls, so batch norm normalises
-        #    each batch on its own statistics, as in the tutorial. With reuse_g_forward the
-        #    tape that sees G make the fake batch is kept for the first G update: G has not
-        #    changed since, so its forward pass would give the same images (the gradients
-        #    are the same; G's batch-norm moving averages are updated once less per step).
-        reuse = self.config.reuse_g_forward
-        g_tape = tf.GradientTape(persistent=True) if reuse else None
-        if self.config.d_separate_updates:
-            d_loss, fake, real_logits, fake_logits = self._separate_d_updates(
-                X, labels, z, fake_labels, d_vars, g_tape)
+        # 1. update D. Real and fake go through D in two calls, so that batch norm
+        #    normalises each batch on its own statistics, as in the tutorial.
+        if c.d_separate_updates:
+            # The MNIST slides' variant: an update on a fake-only minibatch, then one on a
+            # real-only minibatch.
+            fake = model.G(z, fake_labels, training=True)
+            with tf.GradientTape() as tape:
+                fake_logits = model.D(fake, fake_labels, training=True)
+                loss_fake = model.d_loss_fake(fake_logits)
+            self._apply(self.optimize_D, tape, loss_fake, d_vars)
+            with tf.GradientTape() as tape:
+                real_logits = model.D(X, labels, training=True)
+                loss_real = model.d_loss_real(real_logits)
+            self._apply(self.optimize_D, tape, loss_real, d_vars)
+            d_loss = loss_fake + loss_real
         else:
             with tf.GradientTape() as tape:
-                if reuse:
-                    with g_tape:
-                        fake = model.G(z, fake_labels, training=True)
-                else:
-                    fake = model.G(z, fake_labels, training=True)
+                fake = model.G(z, fake_labels, training=True)
                 real_logits = model.D(X, labels, training=True)
                 fake_logits = model.D(fake, fake_labels, training=True)
                 d_loss = model.discriminator_loss(real_logits, fake_logits)
-                scaled = self.optimize_D.scale_loss(d_loss)  # loss scaling for float16
-            self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
+            self._apply(self.optimize_D, tape, d_loss, d_vars)
 
         # 2. update G (twice by default, same z): the tutorial's remedy for D learning
         #    faster than G and its loss going to zero; the DCGAN paper updates G once.
         g_loss = tf.constant(0.0)
-        for i in range(self.config.g_updates_per_step):
-            if reuse and i == 0:
-                tape = g_tape          # it holds G's forward pass; D's new weights from here
-                with tape:
-                    g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
-                    scaled = self.optimize_G.scale_loss(g_loss)
-            else:
-                with tf.GradientTape() as tape:
-                    fake = model.G(z, fake_labels, training=True)
-                    g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
-                    scaled = self.optimize_G.scale_loss(g_loss)
-            self.optimize_G.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
+        for _ in range(c.g_updates_per_step):
+            with tf.GradientTape() as tape:
+                fake = model.G(z, fake_labels, training=True)
+                g_loss = model.generator_loss(model.D(fake, fake_labels, training=True))
+            self._apply(self.optimize_G, tape, g_loss, g_vars)
             if model.generator_ema is not None:
-                model.update_ema(self.config.G_ema_decay)
+                model.update_ema(c.G_ema_decay)
         # What D made of the real and the fake batch in its update: at the equilibrium the
         # DCGAN post describes, both near 1/2.
         return {"d_loss": d_loss, "g_loss": g_loss, "D_real": _mean_probability(real_logits),
                 "D_fake": _mean_probability(fake_logits)}
 
-    def _separate_d_updates(self, X, labels, z, fake_labels, d_vars, g_tape=None):
-        """The MNIST slides' D training: one update on a fake-only minibatch, then one on a
-        real-only minibatch. Returns the summed loss, the fake batch (recorded on `g_tape`
-        when given, for the first G update to reuse) and D's logits on both batches."""
-        model = self.model
-        if g_tape is not None:
-            with g_tape:
-                fake = model.G(z, fake_labels, training=True)
-        else:
-            fake = model.G(z, fake_labels, training=True)
-        with tf.GradientTape() as tape:
-            fake_logits = model.D(fake, fake_labels, training=True)
-            loss_fake = model.d_loss_fake(fake_logits)
-            scaled = self.optimize_D.scale_loss(loss_fake)
-        self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
-        with tf.GradientTape() as tape:
-            real_logits = model.D(X, labels, training=True)
-            loss_real = model.d_loss_real(real_logits)
-            scaled = self.optimize_D.scale_loss(loss_real)
-        self.optimize_D.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars))
-        return loss_fake + loss_real, fake, real_logits, fake_logits
+    @staticmethod
+    def _apply(optimizer, tape, loss, variables):
+        """One update of `variables` down the gradient of `loss`, recorded on `tape`."""
+        with tape:
+            scaled = optimizer.scale_loss(loss)     # loss scaling, for float16
+        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
 
     # ------------------------------------------------------------------ resume
     def restore(self, path=None):
@@ -439,7 +416,7 @@ class Optimizer(ABC):
             with writer.as_default():
                 for i in bar:
                     X, labels, position = batches.get()
-                    out = self._train_step(X, labels)
+                    out = self.train_step(X, labels)
                     d_loss, g_loss = float(out["d_loss"]), float(out["g_loss"])
                     step = int(self.step.assign_add(1).numpy())
                     self.step_in_epoch.assign(i + 1)

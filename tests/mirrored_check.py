@@ -37,7 +37,7 @@ def run(config, strategy, images, steps, save_dir):
     losses = []
     for _ in range(steps):
         X = opt.train_set.next_batch(config.batch_size)
-        out = opt._train_step(X, None)
+        out = opt.train_step(X, None)
         losses.append([float(out["d_loss"]), float(out["g_loss"])])
     variables = model.generator.variables + model.discriminator.variables \
         + opt.optimize_G.variables + opt.optimize_D.variables \

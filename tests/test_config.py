@@ -85,3 +85,16 @@ def test_train_py_applies_every_set_flag():
     args = train.parse_args(["--set", "num_epochs=3", "--set", "seed=2", "batch_size=16"])
     config = train.resolve_config(args)
     assert (config.num_epochs, config.seed, config.batch_size) == (3, 2, 16)
+
+
+def test_an_old_hyperparam_json_with_a_retired_key_still_loads(tmp_path):
+    """reuse_g_forward is gone (docs/performance.md): a run folder written with it loads,
+    the key ignored; on, it says so (the step no longer does it)."""
+    import warnings
+    base = Config().to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Config.from_dict({**base, "reuse_g_forward": False}) == Config()
+    with pytest.warns(UserWarning, match="'reuse_g_forward' is no longer an option"):
+        assert Config.from_dict({**base, "reuse_g_forward": True}) == Config()
+    assert "reuse_g_forward" not in Config().to_dict()

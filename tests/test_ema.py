@@ -39,7 +39,7 @@ def test_one_step_is_the_hand_computed_average(tiny_config, tmp_path):
         np.testing.assert_array_equal(a, b)           # starts as a copy
     stats_before = [v.numpy().copy() for v in ema.non_trainable_variables]
     assert any("moving_mean" in v.path for v in ema.non_trainable_variables)
-    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     after = values(g.trainable_variables)
     names = [v.path for v in g.trainable_variables]
     moved = 0
@@ -57,7 +57,7 @@ def test_recalibration_gives_the_mean_batch_statistics(tiny_config, tmp_path):
     to the mean over the batches of that layer's batch mean and variance."""
     import keras
     opt = make_run(tiny_config.replace(G_ema_decay=0.9), tmp_path)
-    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     model, ema = opt.model, opt.model.generator_ema
     norms = [l for l in ema.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert len(norms) == 2
@@ -96,8 +96,8 @@ def test_updated_after_every_g_update(tiny_config, tmp_path):
         calls.append(d)        # runs while the step is traced: once per update in the graph
         original(d)
     opt.model.update_ema = spy
-    opt._train_step = tf.function(opt._step)
-    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    opt.train_step = tf.function(opt._step)
+    opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     assert calls == [decay, decay]
     assert int(opt.optimize_G.iterations.numpy()) == 2
 
@@ -117,7 +117,7 @@ def test_resume_restores_the_average(tiny_config, tmp_path):
 
 def test_samples_use_the_average_unless_told(tiny_config, tmp_path):
     opt = make_run(tiny_config.replace(G_ema_decay=0.9), tmp_path)
-    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     model = opt.model
     z = np.random.default_rng(0).uniform(-1, 1, (4, tiny_config.z_dim)).astype(np.float32)
     with_ema = model.generate(z)
@@ -156,7 +156,7 @@ def test_a_bigger_sample_grid_trains_the_same_model(tiny_config, tmp_path):
     big = make_run(tiny_config.replace(sample_H=5, sample_W=7), tmp_path / "big")
     for opt in (small, big):
         for _ in range(2):
-            opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+            opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     for a, b in zip(values(small.model.generator.variables),
                     values(big.model.generator.variables)):
         np.testing.assert_array_equal(a, b)

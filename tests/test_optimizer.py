@@ -39,13 +39,13 @@ def optimizer_slots(opt):
 def test_step_updates_d_once_and_g_twice(tiny_config, tmp_path):
     opt = make_run(tiny_config, tmp_path)
     X = tf.constant(opt.train_set.next_batch(8))
-    out = opt._train_step(X, None)
+    out = opt.train_step(X, None)
     assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
     assert int(opt.optimize_D.iterations.numpy()) == 1
     assert int(opt.optimize_G.iterations.numpy()) == 2
     c1 = tiny_config.replace(g_updates_per_step=1)
     opt1 = make_run(c1, tmp_path / "one")
-    opt1._train_step(X, None)
+    opt1.train_step(X, None)
     assert int(opt1.optimize_G.iterations.numpy()) == 1
 
 
@@ -106,14 +106,14 @@ def test_same_seed_same_losses(tiny_config, tmp_path):
         opt = make_run(tiny_config, tmp_path / d)
         out = []
         for _ in range(20):
-            r = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+            r = opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
             out.append((float(r["d_loss"]), float(r["g_loss"])))
         return out
     a, b = losses("a"), losses("b")
     assert a == b
     c = make_run(tiny_config.replace(seed=1), tmp_path / "c")
     X = tf.constant(c.train_set.next_batch(8))
-    assert float(c._train_step(X, None)["d_loss"]) != a[0][0]
+    assert float(c.train_step(X, None)["d_loss"]) != a[0][0]
 
 
 def test_nan_stops_without_overwriting(tiny_config, tmp_path):
@@ -137,14 +137,14 @@ def test_nan_skip_leaves_weights_alone(tiny_config, tmp_path):
     opt = make_run(tiny_config.replace(nan_policy="skip"), tmp_path)
     before = weights(opt)
     X = tf.constant(np.full((8, 16, 16, 3), np.nan, np.float32))
-    out = opt._train_step(X, None)
+    out = opt.train_step(X, None)
     assert not bool(out["finite"])
     # Neither the weights nor batch norm's moving averages took the NaN batch.
     for a, b in zip(before, weights(opt)):
         np.testing.assert_array_equal(a, b)
     assert int(opt.optimize_D.iterations.numpy()) == 0
     # A good batch afterwards trains as usual.
-    out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    out = opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     assert bool(out["finite"]) and int(opt.optimize_D.iterations.numpy()) == 1
 
 
@@ -203,7 +203,7 @@ def test_keep_checkpoints_bounds_disk(tiny_config, tmp_path):
 def test_separate_d_updates_step_d_twice(tiny_config, tmp_path):
     """The MNIST slides: D steps on a fake-only, then a real-only minibatch."""
     opt = make_run(tiny_config.replace(d_separate_updates=True), tmp_path)
-    out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    out = opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     assert int(opt.optimize_D.iterations.numpy()) == 2
     assert int(opt.optimize_G.iterations.numpy()) == 2
     assert np.isfinite(float(out["d_loss"]))
@@ -260,7 +260,7 @@ def test_mixed_float16_trains_with_loss_scaling(tiny_config, tmp_path):
     try:
         opt = make_run(tiny_config.replace(mixed_precision="float16"), tmp_path)
         assert isinstance(opt.optimize_G, keras.optimizers.LossScaleOptimizer)
-        out = opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+        out = opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
         assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
         assert opt.model.generator.output.dtype == "float32"   # tanh kept in float32
         assert opt.model.generator.get_layer("layer_2_deconv").compute_dtype == "float16"
@@ -298,7 +298,7 @@ def test_conditional_fakes_take_the_real_batchs_labels(tmp_path):
     d_kernel = model.discriminator.get_layer("layer_1_fc").kernel    # rows: pixels, labels
     g_before, d_before = g_kernel.numpy().copy(), d_kernel.numpy().copy()
     X, y = opt.train_set.next_batch(32)
-    opt._train_step(tf.constant(X), tf.constant(y, tf.int32))
+    opt.train_step(tf.constant(X), tf.constant(y, tf.int32))
     g_moved = np.any(g_kernel.numpy() != g_before, axis=1)[config.z_dim:]
     d_moved = np.any(d_kernel.numpy() != d_before, axis=1)[28 * 28:]
     assert g_moved.tolist() == [k == 3 for k in range(10)]
@@ -490,7 +490,7 @@ def test_step_reports_what_d_made_of_the_real_batch(tiny_config, tmp_path):
     opt = make_run(tiny_config, tmp_path)
     X = tf.constant(opt.train_set.next_batch(8))
     by_hand = float(tf.reduce_mean(tf.sigmoid(opt.model.D(X, training=True))))
-    out = opt._train_step(X, None)
+    out = opt.train_step(X, None)
     assert float(out["D_real"]) == pytest.approx(by_hand, abs=1e-6)
     assert 0 < float(out["D_fake"]) < 1 and abs(float(out["D_fake"]) - by_hand) > 1e-6
     opt = make_run(tiny_config.replace(num_epochs=1), tmp_path / "run")

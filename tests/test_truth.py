@@ -55,7 +55,6 @@ def config_row(key):
     ("steps_per_epoch", "null = images // batch_size; may be more or fewer than one pass"),
     ("learning_rate_patience", "FID evaluations (epochs when `eval_every` is 1)"),
     ("d_separate_updates", "a fake-only, then a real-only minibatch"),
-    ("reuse_g_forward", "one update fewer per step"),
 ])
 def test_the_documented_rows_say_what_the_tests_below_check(key, says):
     assert says in config_row(key)
@@ -148,7 +147,7 @@ def test_the_steps_d_loss_is_the_smoothed_cross_entropy(tiny_config, tmp_path):
     z = model.sample_z(tf.random.Generator.from_seed(c.seed), 8)   # the step's one draw
     real_logits = model.D(X, training=True).numpy()
     fake_logits = model.D(model.G(z, training=True), training=True).numpy()
-    out = opt._train_step(X, None)
+    out = opt.train_step(X, None)
     assert float(out["d_loss"]) == pytest.approx(
         bce(real_logits, 0.9) + bce(fake_logits, 0.05), rel=1e-5)
 
@@ -158,7 +157,7 @@ def test_one_step_draws_z_once_for_d_and_both_g_updates(tiny_config, tmp_path):
     """The step's random stream advances by exactly one draw of (batch, z_dim): the D
     update and both G updates share that z (a z per G update would advance it further)."""
     opt = make_run(tiny_config.replace(g_updates_per_step=2), tmp_path)
-    opt._train_step(tf.constant(opt.train_set.next_batch(8)), None)
+    opt.train_step(tf.constant(opt.train_set.next_batch(8)), None)
     assert int(opt.optimize_G.iterations.numpy()) == 2
     once = tf.random.Generator.from_seed(tiny_config.seed)
     opt.model.sample_z(once, 8)
@@ -181,14 +180,14 @@ def test_each_update_moves_only_its_own_network(tiny_config, tmp_path, separate)
     X = tf.constant(frozen_g.train_set.next_batch(8))
     g_before, d_before = g_weights(frozen_g), d_weights(frozen_g)
     frozen_g.optimize_G.learning_rate.assign(0.0)
-    frozen_g._train_step(X, None)
+    frozen_g.train_step(X, None)
     for a, b in zip(g_before, g_weights(frozen_g)):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(d_before, d_weights(frozen_g)))
 
     frozen_d = make_run(c, tmp_path / "d")
     frozen_d.optimize_D.learning_rate.assign(0.0)
-    frozen_d._train_step(X, None)
+    frozen_d.train_step(X, None)
     for a, b in zip(d_before, d_weights(frozen_d)):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(g_before, g_weights(frozen_d)))
@@ -203,7 +202,7 @@ def test_separate_d_updates_step_on_fakes_then_reals(tiny_config, tmp_path):
     c = tiny_config.replace(d_separate_updates=True, label_smoothing=0.1)
     opt = make_run(c, tmp_path / "step")
     X = tf.constant(opt.train_set.next_batch(8))
-    opt._train_step(X, None)
+    opt.train_step(X, None)
     stepped = determined_d_weights(opt)
 
     def by_hand(order, folder):
@@ -230,27 +229,3 @@ def test_separate_d_updates_step_on_fakes_then_reals(tiny_config, tmp_path):
     assert close(stepped, fake_first)
     real_first = by_hand(("real", "fake"), "real_first")
     assert not close(stepped, real_first)
-
-
-@pytest.mark.parametrize("separate", [False, True])
-def test_reusing_g_forward_gives_the_same_step(tiny_config, tmp_path, separate):
-    """reuse_g_forward: the first G update differentiates the forward pass of G that the D
-    update made (G has not changed in between) instead of running it again. Two steps from
-    the same start, with and without: the same losses and the same trainable weights of
-    both networks. Only G's batch-norm moving statistics differ (one update fewer per
-    step), which is what docs/configuration.md says."""
-    runs = {}
-    for reuse in (False, True):
-        c = tiny_config.replace(d_separate_updates=separate, g_updates_per_step=2,
-                                reuse_g_forward=reuse)
-        opt = make_run(c, tmp_path / str(reuse))
-        batches = [tf.constant(opt.train_set.next_batch(8)) for _ in range(2)]
-        losses = [opt._train_step(X, None) for X in batches]
-        runs[reuse] = (opt, [(float(l["d_loss"]), float(l["g_loss"])) for l in losses])
-    (plain, plain_losses), (reused, reused_losses) = runs[False], runs[True]
-    np.testing.assert_allclose(reused_losses, plain_losses, rtol=1e-6)
-    for a, b in zip(g_weights(plain) + determined_d_weights(plain),
-                    g_weights(reused) + determined_d_weights(reused)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    moving = lambda opt: [v.numpy() for v in opt.model.generator.non_trainable_variables]  # noqa: E731
-    assert any(not np.allclose(a, b) for a, b in zip(moving(plain), moving(reused)))
