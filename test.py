@@ -2,7 +2,8 @@
 `python test.py --save-dir DIR [--checkpoint PATH] [--n-samples N] [--seed S]
 [--walk] [--arithmetic [GROUPS|attribute]] [--turn] [--d-features [N]]`.
 
-Writes into DIR: sample_random.png (sample_H x sample_W random samples), interpolate.png
+Writes into DIR (or --out; an exported folder such as pretrained/NAME is never written to: its
+figures go to a new runs/NAME[-K]): sample_random.png (sample_H x sample_W random samples), interpolate.png
 (11 images from one random z to another), and for the models that have them
 z0_sweep.png and z0_sweep_fixed.png (FC GAN), class_grid.png (conditional GAN), latent_walk.gif (--walk) and
 arithmetic.png (--arithmetic), turn.png (--turn), d_features.png (--d-features, DCGAN only). Prints the FID
@@ -25,6 +26,9 @@ from learning.config import Config, add_set_argument, parse_set  # noqa: E402
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--save-dir", required=True, help="the run folder train.py wrote")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where the figures go (default: the run folder; for an exported "
+                        "folder such as pretrained/NAME, a new folder runs/NAME[-K])")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint prefix (default: the best, else the latest)")
     p.add_argument("--n-samples", type=_at_least_zero, default=None,
@@ -71,6 +75,9 @@ def parse_args(argv=None):
                    help="with --export: also write generator.keras (the generator of "
                         "test.py's samples, Keras's own layers: keras.saving.load_model "
                         "opens it without this repository)")
+    p.add_argument("--float16", action="store_true",
+                   help="with --export: store the weights as float16 (half the size; "
+                        "test.py reads them back as float32; pretrained/ is stored so)")
     p.add_argument("--ema-only", action="store_true",
                    help="with --export: keep the averaged generator and not the trained one "
                         "(half the size; test.py samples and scores the average anyway)")
@@ -114,6 +121,8 @@ def main(argv=None):
     if not os.path.exists(hp_path):
         raise UserError(f"'{hp_path}' not found: --save-dir must be a folder train.py wrote")
     config = Config.from_json(hp_path)
+    if args.float16 and not args.export:
+        raise UserError("--float16 stores an export's weights: use it with --export DIR")
     if args.weights:
         config = config.replace(inception_path=args.weights)
     overrides = parse_set(args.set)
@@ -159,13 +168,14 @@ def main(argv=None):
             raise UserError("--ema-only: this run keeps no average of its generator "
                             "(G_ema_decay is off)")
         shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
-        export(args.save_dir, args.export, config, shipped, ckpt_path)
+        export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
         if args.keras:
             path = os.path.join(args.export, "generator.keras")
             model.portable_generator().save(path)
             print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional
                                                  else "") + "; images in [-1, 1])")
         return 0
+    out = output_folder(args.save_dir, args.out)
     if model.generator_ema is not None:
         model.sample_ema = not args.no_ema
         print("using the " + ("trained generator (--no-ema)" if args.no_ema else
@@ -182,7 +192,7 @@ def main(argv=None):
     z = draw_z(H * W)
     labels = np.arange(H * W) % config.num_classes if model.conditional else None
     save = lambda name, imgs, h, w: print(  # noqa: E731
-        "wrote", utils.save_sample_images(args.save_dir, name, imgs, h, w))
+        "wrote", utils.save_sample_images(out, name, imgs, h, w))
     save("sample_random", model.generate(z, labels=labels), H, W)
 
     from_z, to_z = draw_z(1), draw_z(1)
@@ -205,7 +215,7 @@ def main(argv=None):
             print_class_accuracy(model, args.seed)
     if args.walk and not model.conditional:
         frames = utils.latent_walk(model, draw_z(5), steps=16)
-        print("wrote", utils.make_gif(frames, os.path.join(args.save_dir, "latent_walk.gif"),
+        print("wrote", utils.make_gif(frames, os.path.join(out, "latent_walk.gif"),
                                       fps=12))
     if args.arithmetic == "attribute" and not model.conditional:
         save("arithmetic", attribute_arithmetic(config, model, args.seed), 4, 4)
@@ -223,7 +233,7 @@ def main(argv=None):
         print(f"--d-features: {config.model} has a fully connected discriminator: no "
               "filters to show")
     if show_d:
-        print("wrote", write_d_features(config, model, args.d_features, args.save_dir,
+        print("wrote", write_d_features(config, model, args.d_features, out,
                                         args.seed))
 
     """ 5. FID """
@@ -239,6 +249,27 @@ def main(argv=None):
         for line in metric_lines(others):
             print(line)
     return 0
+
+
+def output_folder(save_dir, out=None):
+    """Where test.py writes its figures: `out` if given; else the run folder, unless it is
+    an exported one (pretrained/NAME), which stays as shipped: then a new runs/NAME[-K]
+    under the current folder."""
+    from learning.checkpoints import read_best
+    if out is None and "from_checkpoint" not in (read_best(save_dir) or {}):
+        return save_dir
+    if out is None:
+        name = os.path.basename(os.path.abspath(save_dir))
+        out, k = os.path.join("runs", name), 1
+        while os.path.exists(out):
+            k += 1
+            out = os.path.join("runs", f"{name}-{k}")
+        print(f"'{save_dir}' is an exported folder and stays as it is: figures go to {out} "
+              "(--out DIR picks another)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out '{out}' is a file: pass a folder")
+    os.makedirs(out, exist_ok=True)
+    return out
 
 
 def require_mnist(config, flag):
@@ -317,8 +348,9 @@ def write_d_features(config, model, n, save_dir, seed):
                                         os.path.join(save_dir, "d_features.png"))
 
 
-def export(save_dir, out_dir, config, parts, ckpt_path):
-    """A run folder reduced to what test.py needs, for sharing (pretrained/)."""
+def export(save_dir, out_dir, config, parts, ckpt_path, float16=False):
+    """A run folder reduced to what test.py needs, for sharing (pretrained/); `float16`:
+    its weights stored in half the bytes (learning.checkpoints.write_float16)."""
     import json
 
     import tensorflow as tf
@@ -333,13 +365,18 @@ def export(save_dir, out_dir, config, parts, ckpt_path):
     # save(), not write(): it records the checkpoint in best/checkpoint, with the save
     # counter that a restore expects to find.
     path = tf.train.Checkpoint(**parts).save(os.path.join(out_dir, "best", "best"))
+    if float16:
+        from learning.checkpoints import write_float16
+        write_float16(path)
     # Statistics live in each user's cache, not at the trainer's path.
     config.replace(dataset_stats_path=None).save(os.path.join(out_dir, "hyperparam.json"))
     best = read_best(save_dir) or {}
     utils.write_json_atomic(os.path.join(out_dir, "best", "best.json"), {
         **{k: best[k] for k in ("epoch", "step", "score") if k in best},
-        "from_checkpoint": os.path.basename(ckpt_path), "parts": sorted(parts)})
-    print(f"wrote {path} ({', '.join(sorted(parts))}) and {out_dir}/hyperparam.json")
+        "from_checkpoint": os.path.basename(ckpt_path), "parts": sorted(parts),
+        "dtype": "float16" if float16 else "float32"})
+    print(f"wrote {path} ({', '.join(sorted(parts))}" + (", float16" if float16 else "")
+          + f") and {out_dir}/hyperparam.json")
     print(json.dumps({k: v for k, v in best.items() if k != "checkpoint"}))
 
 

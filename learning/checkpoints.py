@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import warnings
 
 import tensorflow as tf
@@ -221,13 +222,70 @@ class UnreadableCheckpoint(UserError):
         self.path, self.reason = path, reason
 
 
+def is_float16(path):
+    """Whether checkpoint `path` stores its weights as float16 (`test.py --export
+    --float16`, the folders in pretrained/)."""
+    dtypes = tf.train.load_checkpoint(path).get_variable_to_dtype_map().values()
+    return tf.float16 in set(dtypes)
+
+
+def write_float16(path):
+    """Rewrite checkpoint `path` in place with its float32 tensors stored as float16: half
+    the bytes for a shipped generator. Everything else (the object graph, the save
+    counter, the names) stays as it was, so `read_checkpoint` restores it into the float32
+    model. Rounding to float16 moves each weight by at most 2^-11 of its value."""
+    _copy_tensors(path, path + "-float16", tf.float32, tf.float16)
+    for old, new in zip(sorted(_files_of(path)), sorted(_files_of(path + "-float16"))):
+        os.replace(new, old)
+
+
+def read_checkpoint(checkpoint, path):
+    """`checkpoint.read(path)` that also reads a float16 checkpoint (write_float16): its
+    tensors, cast back to float32, go through a temporary copy, because TensorFlow restores
+    a tensor only into a variable of the dtype it was saved with."""
+    if not is_float16(path):
+        return checkpoint.read(path)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = os.path.join(folder, os.path.basename(path))
+        _copy_tensors(path, copy, tf.float16, tf.float32)
+        status = checkpoint.read(copy)
+        status.expect_partial()   # reads now; the status is still checked by the caller
+        return status
+
+
+def read_exported(folder, **parts):
+    """Read `parts` (e.g. generator_ema=model.generator_ema) from the checkpoint of an
+    exported folder (pretrained/NAME, `test.py --export`), stored as float16 or not;
+    returns the checkpoint's path."""
+    path = tf.train.latest_checkpoint(os.path.join(folder, "best"))
+    if path is None:
+        raise UserError(f"no checkpoint in '{os.path.join(folder, 'best')}': pass a folder "
+                        "that test.py --export wrote")
+    read_checkpoint(tf.train.Checkpoint(**parts), path).expect_partial()
+    return path
+
+
+def _copy_tensors(src, dst, from_dtype, to_dtype):
+    """Checkpoint `src` written again as `dst`, every `from_dtype` tensor cast to
+    `to_dtype`."""
+    reader = tf.train.load_checkpoint(src)
+    dtypes = reader.get_variable_to_dtype_map()
+    names = sorted(dtypes)
+    tensors = [tf.cast(reader.get_tensor(name), to_dtype) if dtypes[name] == from_dtype
+               else tf.constant(reader.get_tensor(name), dtype=dtypes[name])
+               for name in names]
+    tf.raw_ops.SaveV2(prefix=dst, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=tensors)
+
+
 def restore_checkpoint(checkpoint, path, partial=False):
     """Restore `path` into `checkpoint`, turning an architecture mismatch into a UserError
     that says which shapes differ, and a damaged file into UnreadableCheckpoint.
     `partial`: the checkpoint may hold more (test.py restores the models without their
     optimizers)."""
     try:
-        status = checkpoint.restore(path)
+        status = checkpoint.restore(path) if not is_float16(path) else \
+            read_checkpoint(checkpoint, path)
         if partial:
             status.expect_partial()
         status.assert_existing_objects_matched()

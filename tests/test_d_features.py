@@ -6,6 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from learning import d_features
+from learning.checkpoints import read_exported
 from learning.d_features import guided_maps, last_conv_features
 from tests.test_optimizer import make_run
 
@@ -146,8 +147,7 @@ def test_trained_dcgan_mnist_d_looks_at_the_strokes():
                           "pretrained", "dcgan_mnist")
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, image_shape(config))
-    tf.train.Checkpoint(discriminator=model.discriminator).read(
-        tf.train.latest_checkpoint(os.path.join(folder, "best"))).expect_partial()
+    read_exported(folder, discriminator=model.discriminator)
     images, _ = load_images(config)
     pick = np.sort(np.random.default_rng(0).choice(len(images), 8, replace=False))
     x = images[pick].astype(np.float32) / 127.5 - 1.0

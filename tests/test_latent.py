@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from learning import latent, utils
+from learning.checkpoints import read_exported
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,8 +53,7 @@ def shipped_dcgan_mnist():
     folder = os.path.join(ROOT, "pretrained", "dcgan_mnist")
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, (28, 28, 1))
-    tf.train.Checkpoint(generator_ema=model.generator_ema).read(
-        tf.train.latest_checkpoint(os.path.join(folder, "best"))).expect_partial()
+    read_exported(folder, generator_ema=model.generator_ema)
     model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
                           batch_size=config.batch_size)
     return model
@@ -84,25 +84,27 @@ def test_attribute_arithmetic_carries_stroke_weight_to_another_digit():
 
 
 def test_test_py_writes_the_attribute_and_turn_figures_and_a_keras_generator(tmp_path):
-    """The figures come from pretrained/dcgan_mnist with one command, into a copy (the
+    """The figures come from pretrained/dcgan_mnist with one command, into --out (the
     repository's folder stays untouched), and the export writes generator.keras."""
-    import shutil
     import subprocess
     import sys
     from PIL import Image
-    run = tmp_path / "dcgan_mnist"
-    shutil.copytree(os.path.join(ROOT, "pretrained", "dcgan_mnist"), run)
+    shipped = os.path.join(ROOT, "pretrained", "dcgan_mnist")
+    before = sorted(os.walk(shipped))
+    figs = tmp_path / "figs"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", str(run),
-                        "--n-samples", "0", "--arithmetic", "attribute", "--turn"],
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", shipped,
+                        "--out", str(figs), "--n-samples", "0", "--arithmetic", "attribute",
+                        "--turn"],
                        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "bold 3 - thin 3 + thin 7" in r.stdout and "read as " in r.stdout
     # 4 x 4 tiles of 28 pixels with 2-pixel gaps; the strip 4 rows of 9.
-    assert np.asarray(Image.open(run / "arithmetic.png")).shape[:2] == (118, 118)
-    assert np.asarray(Image.open(run / "turn.png")).shape[:2] == (118, 268)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", str(run),
+    assert np.asarray(Image.open(figs / "arithmetic.png")).shape[:2] == (118, 118)
+    assert np.asarray(Image.open(figs / "turn.png")).shape[:2] == (118, 268)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir", shipped,
                         "--export", str(tmp_path / "out"), "--ema-only", "--keras"],
                        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.walk(shipped)) == before
     assert (tmp_path / "out" / "generator.keras").stat().st_size > 1e6

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from learning.checkpoints import read_exported
 from learning.config import Config
 from models.nn import build_model
 
@@ -32,8 +33,7 @@ def restored(name):
     folder = os.path.join(ROOT, "pretrained", name)
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, (28, 28, 1))
-    tf.train.Checkpoint(generator_ema=model.generator_ema).read(
-        tf.train.latest_checkpoint(os.path.join(folder, "best"))).expect_partial()
+    read_exported(folder, generator_ema=model.generator_ema)
     return model
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from learning.checkpoints import read_checkpoint, read_exported
 from learning.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def test_pretrained_restores_and_generates(name):
     assert "generator_ema" in parts and set(parts) <= names
     variables = [v for part in parts.values() for v in part.variables]
     before = [v.numpy().copy() for v in variables]
-    tf.train.Checkpoint(**parts).read(path).assert_existing_objects_matched()
+    read_checkpoint(tf.train.Checkpoint(**parts), path).assert_existing_objects_matched()
     assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
     assert model.sample_ema                      # samples come from the average
     z = model.sample_z(tf.random.Generator.from_seed(0), 20).numpy()
@@ -66,7 +67,6 @@ def test_pretrained_cgan_draws_the_digit_it_is_asked_for():
     folder = os.path.join(PRETRAINED, "cgan_mnist")
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, (28, 28, 1))
-    tf.train.Checkpoint(generator_ema=model.generator_ema).read(
-        tf.train.latest_checkpoint(os.path.join(folder, "best"))).assert_existing_objects_matched()
+    read_exported(folder, generator_ema=model.generator_ema)
     accuracy = class_accuracy(model, load_classifier())
     assert accuracy > CGAN_ACCURACY_FLOOR, accuracy
