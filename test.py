@@ -113,6 +113,50 @@ TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "datase
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
+    config = read_config(args)
+
+    """ 1. The model, restored """
+    # --d-features needs D; an export keeps only what --with-discriminator asks for.
+    conv_d = config.model not in ("fc_gan", "cgan")
+    show_d = args.d_features is not None and conv_d and not args.export
+    model, parts, ckpt_path = restore_model(args, config, show_d)
+    if args.export:
+        return export_run(args, config, model, parts, ckpt_path)
+    out = output_folder(args.save_dir, args.out)
+    if model.generator_ema is not None:
+        model.sample_ema = not args.no_ema
+        print("using the " + ("trained generator (--no-ema)" if args.no_ema else
+                              f"moving average of the generator (G_ema_decay "
+                              f"{config.G_ema_decay})"))
+
+    """ 2. Random samples and the interpolation strip; 3. what each kind of model shows best """
+    draw_figures(args, config, model, out)
+
+    """ 4. What D's filters learned """
+    if args.d_features is not None and not conv_d:
+        print(f"--d-features: {config.model} has a fully connected discriminator: no "
+              "filters to show")
+    if show_d:
+        print("wrote", write_d_features(config, model, args.d_features, out,
+                                        args.seed))
+
+    """ 5. FID """
+    n = config.eval_sample_size if args.n_samples is None else args.n_samples
+    if args.save_samples and n == 0:
+        raise UserError("--save-samples writes the samples FID scores: give --n-samples N "
+                        "above 0")
+    if n > 0:
+        value, others = score(config, model, n, args.seed, args.metrics, args.collapse,
+                              save_dir=args.save_samples)
+        print(f"FID: {value:.4f}")
+        from learning.fid import metric_lines
+        for line in metric_lines(others):
+            print(line)
+    return 0
+
+
+def read_config(args):
+    """The run's hyperparam.json, with --weights and the --set keys test.py may change."""
     hp_path = os.path.join(args.save_dir, "hyperparam.json")
     if not os.path.isdir(args.save_dir):
         what = "is a file" if os.path.exists(args.save_dir) else "does not exist"
@@ -134,24 +178,25 @@ def main(argv=None):
         overrides["dataset_stats_path"] = None    # the run's file describes its own split
     if overrides:
         config = Config.from_dict({**config.to_dict(), **overrides}, source="--set")
+    return config
 
+
+def restore_model(args, config, with_d=False):
+    """The run's model, its generator(s) (and D, `with_d` or --with-discriminator) restored
+    from the newest checkpoint that reads whole. Returns the model, the parts restored and
+    the checkpoint's path."""
     import tensorflow as tf
     from datasets.data import image_shape
     from learning import utils
     from learning.checkpoints import (checkpoint_names, find_checkpoints,
                                       restore_newest_readable)
     from models.nn import build_model
-
-    """ 1. The model, restored """
     candidates = find_checkpoints(args.save_dir, args.checkpoint)
     model = build_model(config, image_shape(config))
-    # --d-features needs D; an export keeps only what --with-discriminator asks for.
-    conv_d = config.model not in ("fc_gan", "cgan")
-    show_d = args.d_features is not None and conv_d and not args.export
     names = checkpoint_names(candidates)
-    if show_d:
+    if with_d:
         require_discriminator(candidates, names)
-    parts = generator_parts(model, args.with_discriminator or show_d, names)
+    parts = generator_parts(model, args.with_discriminator or with_d, names)
     if "generator" not in parts and (args.no_ema or args.export and not args.ema_only):
         raise UserError(f"'{args.save_dir}' holds only the averaged generator (exported with "
                         "--ema-only): --no-ema and a full --export need the training run "
@@ -163,26 +208,30 @@ def main(argv=None):
     # the trainer does at the end of an epoch (the same numbers for a checkpoint it saved).
     model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
                           batch_size=config.batch_size)
-    if args.export:
-        if args.ema_only and model.generator_ema is None:
-            raise UserError("--ema-only: this run keeps no average of its generator "
-                            "(G_ema_decay is off)")
-        shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
-        export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
-        if args.keras:
-            path = os.path.join(args.export, "generator.keras")
-            model.portable_generator().save(path)
-            print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional
-                                                 else "") + "; images in [-1, 1])")
-        return 0
-    out = output_folder(args.save_dir, args.out)
-    if model.generator_ema is not None:
-        model.sample_ema = not args.no_ema
-        print("using the " + ("trained generator (--no-ema)" if args.no_ema else
-                              f"moving average of the generator (G_ema_decay "
-                              f"{config.G_ema_decay})"))
+    return model, parts, ckpt_path
 
-    """ 2. Random samples and the interpolation strip """
+
+def export_run(args, config, model, parts, ckpt_path):
+    """--export DIR: the restored parts as a folder test.py can read (and, with --keras,
+    generator.keras)."""
+    if args.ema_only and model.generator_ema is None:
+        raise UserError("--ema-only: this run keeps no average of its generator "
+                        "(G_ema_decay is off)")
+    shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
+    export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
+    if args.keras:
+        path = os.path.join(args.export, "generator.keras")
+        model.portable_generator().save(path)
+        print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional
+                                             else "") + "; images in [-1, 1])")
+    return 0
+
+
+def draw_figures(args, config, model, out):
+    """sample_random.png and interpolate.png, then what each kind of model shows best (the
+    FC GAN's z[0] sweeps, the conditional model's class grid) and what the flags ask for
+    (--walk, --arithmetic, --turn), into `out`."""
+    from learning import utils
     # z through the model's own prior (GAN.sample_z), from a stream of the seed's that
     # nothing else draws from; NumPy only picks labels and arithmetic triples.
     z_rng = utils.seeded_generator(args.seed, "test.py")
@@ -201,7 +250,6 @@ def main(argv=None):
         if model.conditional else None
     save("interpolate", model.generate(z_intp, labels=intp_labels), 1, 11)
 
-    """ 3. What each kind of model shows best """
     if config.model == "fc_gan":
         # The post's sweep (a fresh z per image, z[0] set), then z[0] alone on one z.
         save("z0_sweep", model.generate(utils.z0_sweep(draw_z(100), 100)), 10, 10)
@@ -227,28 +275,6 @@ def main(argv=None):
         require_mnist(config, "--turn")
         from learning import latent
         save("turn", model.generate(latent.turn(model, seed=args.seed)), 4, 9)
-
-    """ 4. What D's filters learned """
-    if args.d_features is not None and not conv_d:
-        print(f"--d-features: {config.model} has a fully connected discriminator: no "
-              "filters to show")
-    if show_d:
-        print("wrote", write_d_features(config, model, args.d_features, out,
-                                        args.seed))
-
-    """ 5. FID """
-    n = config.eval_sample_size if args.n_samples is None else args.n_samples
-    if args.save_samples and n == 0:
-        raise UserError("--save-samples writes the samples FID scores: give --n-samples N "
-                        "above 0")
-    if n > 0:
-        value, others = score(config, model, n, args.seed, args.metrics, args.collapse,
-                              save_dir=args.save_samples)
-        print(f"FID: {value:.4f}")
-        from learning.fid import metric_lines
-        for line in metric_lines(others):
-            print(line)
-    return 0
 
 
 def output_folder(save_dir, out=None):

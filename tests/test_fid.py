@@ -202,7 +202,8 @@ def test_preprocess_range_channels_and_size():
 # --- the network's structure (no weights needed) --------------------------------------------
 
 def test_keras_names_follow_the_tf_graph():
-    assert inception_net._keras_name("mixed_9.tower_1_mixed_conv_1") == "mixed_9.tower_1.mixed.conv_1"
+    assert (inception_net._keras_name("mixed_9.tower_1_mixed_conv_1")
+            == "mixed_9.tower_1.mixed.conv_1")
     assert inception_net._keras_name("mixed_10.tower_conv") == "mixed_10.tower.conv"
     assert inception_net._keras_name("mixed_4.tower_1.conv_3") == "mixed_4.tower_1.conv_3"
     assert inception_net._keras_name("conv_2") == "conv_2"
@@ -730,7 +731,8 @@ def test_statistics_record_provenance_and_old_files_warn_once(tmp_path):
     fid.save_statistics(tmp_path / "new.npz", mu, sigma, 50, {"source": "folder", "seed": 3})
     assert len(fid.load_statistics(tmp_path / "new.npz")) == 3       # callers unchanged
     *_, n, record = fid.load_statistics(tmp_path / "new.npz", provenance=True)
-    assert record == {"source": "folder", "seed": 3, "n": 50, "inception_sha1": inception_net.PT_SHA1}
+    assert record == {"source": "folder", "seed": 3, "n": 50,
+                      "inception_sha1": inception_net.PT_SHA1}
     np.savez(tmp_path / "old.npz", mu=mu, sigma=sigma, n=np.int64(50))   # as written before
     with pytest.warns(UserWarning, match="do not record what they were computed from"):
         assert fid.load_statistics(tmp_path / "old.npz", provenance=True)[3] is None
