@@ -99,10 +99,7 @@ def _train(args, config, save_dir, chief):
           f"({images.nbytes / 2**20:.0f} MiB as uint8)")
 
     import keras
-    from learning.evaluator import (FIDEvaluator, dataset_stats_path,
-                                    ensure_dataset_statistics, features_path,
-                                    statistics_images)
-    from learning.fid import FID
+    from learning.evaluator import dataset_stats_path, statistics_images, training_evaluator
     from learning.interrupt import stop_on_signal
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model
@@ -119,11 +116,7 @@ def _train(args, config, save_dir, chief):
     if strategy.num_replicas_in_sync > 1 or config.strategy != "default":
         print(f"strategy {config.strategy}: {strategy.num_replicas_in_sync} replicas, "
               f"{config.batch_size // strategy.num_replicas_in_sync} images each")
-    if config.mixed_precision:
-        warning = distribute.bfloat16_warning(config)
-        if warning:
-            print(warning, file=sys.stderr)
-        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    distribute.set_precision(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config, images.shape[1:])
@@ -137,16 +130,7 @@ def _train(args, config, save_dir, chief):
         config.save(os.path.join(save_dir, "hyperparam.json"))
 
     with strategy.scope():
-        evaluator = None
-        if config.eval_every:
-            fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
-            stats = ensure_dataset_statistics(config, images, fid.inception)
-            fid.load_dataset_statistics(stats)
-            # Metrics besides FID (eval_metrics) compare with the real sample's features.
-            real = features_path(stats) if set(config.eval_metrics) - {"fid"} else None
-            evaluator = FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
-                                     config.score_threshold, strategy=strategy,
-                                     metrics=config.eval_metrics, real_features=real)
+        evaluator = training_evaluator(config, images, strategy) if config.eval_every else None
 
         """ 3. Train """
         optimizer = MomentumOptimizer(model, train_set, evaluator, config, save_dir,

@@ -130,12 +130,7 @@ def main():
     config = Config.from_dict({**Config(model=args.model, image_size=(s, s),
                                         batch_size=args.batch_size, eval_every=0,
                                         sample_every=0).to_dict(), **parse_set(args.set)})
-    if config.mixed_precision:
-        import keras
-        warning = distribute.bfloat16_warning(config)
-        if warning:
-            print(warning)
-        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    distribute.set_precision(config)
     images = np.random.default_rng(0).integers(0, 256, (1024, s, s, 3), dtype=np.uint8)
     train_set = Dataset(images, seed=0)
     dtype, n = compute_dtype(config.mixed_precision), args.matmul_size

@@ -179,22 +179,7 @@ def read_data(data_dir, image_size, crop_size=None, max_images=None, num_workers
     if crop_size is not None and crop_size < 1:
         raise UserError(f"crop_size must be a positive number of pixels, got {crop_size}")
 
-    if image_size is not None:
-        width, height = image_size
-        if width < 1 or height < 1:
-            raise UserError(f"image_size must be (width, height) in pixels, got {image_size}")
-        resize = True
-    elif crop_size is not None:
-        width = height = crop_size
-        resize = False
-    else:
-        size = _first_size(paths)
-        if size is None:
-            raise UserError(f"none of the {len(paths)} images in '{data_dir}' could be "
-                            f"read: they are all corrupt or not images")
-        width, height = size
-        resize = False
-
+    width, height, resize = _output_size(paths, data_dir, image_size, crop_size)
     out = np.empty((len(paths), height, width, 3), dtype=np.uint8)
     failed = _fill_parallel(out, paths, crop_size, resize, num_workers, verbose)
 
@@ -209,6 +194,23 @@ def read_data(data_dir, image_size, crop_size=None, max_images=None, num_workers
                       f"read (corrupt or truncated): {names}{more}", stacklevel=2)
         out = _compact(out, failed)
     return out
+
+
+def _output_size(paths, data_dir, image_size, crop_size):
+    """(width, height, resize) of read_data's images: `image_size` (resized), else the
+    crop, else the first readable image's size."""
+    if image_size is not None:
+        width, height = image_size
+        if width < 1 or height < 1:
+            raise UserError(f"image_size must be (width, height) in pixels, got {image_size}")
+        return width, height, True
+    if crop_size is not None:
+        return crop_size, crop_size, False
+    size = _first_size(paths)
+    if size is None:
+        raise UserError(f"none of the {len(paths)} images in '{data_dir}' could be "
+                        f"read: they are all corrupt or not images")
+    return size[0], size[1], False
 
 
 def _fill_parallel(out, paths, crop_size, resize, num_workers, verbose):

@@ -261,6 +261,12 @@ def _choice(key, value, choices):
 
 
 def _validate(c):
+    _validate_numbers(c)
+    _validate_kinds(c)
+
+
+def _validate_numbers(c):
+    """Every number's type and range, and the paths' type."""
     positive_ints = ["batch_size", "num_epochs", "eval_sample_size", "batch_size_eval",
                      "sample_H", "sample_W", "z_dim", "G_FC_layer_channel", "G_channel",
                      "D_channel", "g_updates_per_step", "stats_sample_size",
@@ -293,6 +299,10 @@ def _validate(c):
                         "[0, 1) (e.g. 0.999), or null or 0 for no average")
     for k in ["inception_path", "dataset_stats_path", "sample_dir", "data_dir"]:
         _check_type(k, getattr(c, k), (str,), allow_none=True, what="a path string or null")
+
+
+def _validate_kinds(c):
+    """The choices among names, the switches, and the keys that hold lists."""
     _choice("model", c.model, MODELS)
     _choice("dataset", c.dataset, DATASETS)
     _choice("nan_policy", c.nan_policy, NAN_POLICIES)

@@ -17,6 +17,7 @@ the run folder before TensorFlow loads (a wrong folder should fail in a second).
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from common.errors import UserError
@@ -135,6 +136,19 @@ def bfloat16_warning(config):
     return ("warning: mixed_precision \"bfloat16\" on a CPU without bfloat16 instructions "
             f"(no {' or '.join(BFLOAT16_CPU_FLAGS)} flag): TensorFlow emulates them, likely "
             "slower than float32 (compare with bench/train_step.py)")
+
+
+def set_precision(config):
+    """Keras's global policy for `mixed_precision` (mixed_float16 or mixed_bfloat16),
+    after bfloat16_warning's line on stderr where it applies; nothing when it is off. The
+    policy holds for the whole process, so set it once, before any model is built."""
+    if not config.mixed_precision:
+        return
+    warning = bfloat16_warning(config)
+    if warning:
+        print(warning, file=sys.stderr)
+    import keras
+    keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
 
 
 def _cpu_has(flags, path="/proc/cpuinfo"):

@@ -176,6 +176,19 @@ class FIDEvaluator(Evaluator):
         return bool(np.isfinite(curr)) and curr < best * (1.0 - threshold)
 
 
+def training_evaluator(config, images, strategy=None):
+    """The trainer's FIDEvaluator: `eval_sample_size` samples against the statistics of
+    `images` (computed and cached when missing), and the other `eval_metrics` against the
+    real sample's features kept beside them."""
+    fid = fid_lib.FID(config.inception_path, None, batch_size=config.batch_size_eval)
+    stats = ensure_dataset_statistics(config, images, fid.inception)
+    fid.load_dataset_statistics(stats)
+    real = features_path(stats) if set(config.eval_metrics) - {"fid"} else None
+    return FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
+                        config.score_threshold, strategy=strategy,
+                        metrics=config.eval_metrics, real_features=real)
+
+
 # ------------------------------------------------------------------ dataset statistics
 def dataset_key(config, num_images):
     """Names the statistics of one (dataset, crop, size, sample count)."""

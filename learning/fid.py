@@ -92,6 +92,29 @@ def _clip_eigenvalues(values, what):
     return np.clip(values, 0.0, None)
 
 
+def _sqrt_factor(sigma):
+    """F with F Fᵀ = Σ: Cholesky when Σ is positive definite, else from `eigh` with the
+    eigenvalues clipped at zero (a singular Σ, from fewer samples than dimensions)."""
+    try:
+        return linalg.cholesky(sigma, lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        w, v = linalg.eigh((sigma + sigma.T) / 2, driver="evd")
+        return v * np.sqrt(_clip_eigenvalues(w, "sigma1"))
+
+
+def _trace_sqrt_product(f1, sigma2):
+    """Tr((Σ1 Σ2)^½) as the sum of the square roots of the eigenvalues of F1ᵀ Σ2 F1."""
+    middle = f1.T @ sigma2 @ f1
+    middle = (middle + middle.T) / 2                           # exact symmetry for eigvalsh
+    w = _clip_eigenvalues(linalg.eigvalsh(middle, check_finite=False),
+                          "sqrt(sigma1) sigma2 sqrt(sigma1)")
+    # With a singular Σ1 most eigenvalues are zeros that come out as rounding noise
+    # (~1e-16 of the largest); their square roots (~1e-8 each, thousands of them) would
+    # add up to an error of ~1e-5. Zero them.
+    w[w < w.shape[0] * np.finfo(np.float64).eps * w.max(initial=0.0)] = 0.0
+    return np.sqrt(w).sum()
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2): the FID.
 
@@ -118,33 +141,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     mu1, sigma1, mu2, sigma2 = _check_statistics(mu1, sigma1, mu2, sigma2)
     d = mu1.shape[0]
 
-    def factor(sigma):
-        """F with F Fᵀ = Σ: Cholesky when Σ is positive definite, else from `eigh` with the
-        eigenvalues clipped at zero. Returns F and whether Cholesky succeeded."""
-        try:
-            return linalg.cholesky(sigma, lower=True, check_finite=False), True
-        except linalg.LinAlgError:
-            w, v = linalg.eigh((sigma + sigma.T) / 2, driver="evd")
-            return v * np.sqrt(_clip_eigenvalues(w, "sigma1")), False
-
-    def trace_sqrt_product(f1, sigma2):
-        middle = f1.T @ sigma2 @ f1
-        middle = (middle + middle.T) / 2                           # exact symmetry for eigvalsh
-        w = _clip_eigenvalues(linalg.eigvalsh(middle, check_finite=False),
-                              "sqrt(sigma1) sigma2 sqrt(sigma1)")
-        # With a singular Σ1 most eigenvalues are zeros that come out as rounding noise
-        # (~1e-16 of the largest); their square roots (~1e-8 each, thousands of them) would
-        # add up to an error of ~1e-5. Zero them.
-        w[w < w.shape[0] * np.finfo(np.float64).eps * w.max(initial=0.0)] = 0.0
-        return np.sqrt(w).sum(), w
-
     # A singular Σ1 (fewer samples than dimensions) needs no offset: `factor` falls back to
     # eigh with clipped eigenvalues, and the formula stays exact. TTUR and pytorch-fid add
     # eps·I only when the square root fails; so does this, when an eigensolver does not
     # converge or the result is not finite.
     try:
-        f1, _ = factor(sigma1)
-        tr_sqrt, _ = trace_sqrt_product(f1, sigma2)
+        f1 = _sqrt_factor(sigma1)
+        tr_sqrt = _trace_sqrt_product(f1, sigma2)
         failed = not np.isfinite(tr_sqrt)
     except linalg.LinAlgError:
         failed = True
@@ -154,8 +157,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         warnings.warn(f"the square root of sigma1 sigma2 failed: adding {eps:g}·I to both "
                       "covariances, as TTUR does; the FID is biased upward", stacklevel=2)
         sigma1, sigma2 = sigma1 + eps * np.eye(d), sigma2 + eps * np.eye(d)
-        f1, _ = factor(sigma1)
-        tr_sqrt, _ = trace_sqrt_product(f1, sigma2)
+        f1 = _sqrt_factor(sigma1)
+        tr_sqrt = _trace_sqrt_product(f1, sigma2)
 
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt
