@@ -100,7 +100,7 @@ def scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2):
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean.real))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--image-size", type=int, default=64)
@@ -118,39 +118,28 @@ def main():
     parser.add_argument("--metrics-n", type=int, default=10000,
                         help="samples per side for timing KID, precision/recall, "
                              "density/coverage (default 10000, as test.py's)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
     if args.serve:                                   # the copy that --versus-env runs
         run = feature_pass(args.batch_size, args.image_size)
         print(json.dumps({"machine": machine_info()}))
         serve(run)
         return
     machine = machine_info()
-    device = machine["device"]
-    print(f"device: {device}; flags {machine['flags']}; TensorFlow {machine['tf']}, "
-          f"oneDNN {'on' if machine['onednn'] else 'off'}")
+    print(f"device: {machine['device']}; flags {machine['flags']}; TensorFlow "
+          f"{machine['tf']}, oneDNN {'on' if machine['onednn'] else 'off'}")
     # Counted on the network at its 299x299 input, whatever the images' size: the
     # preprocessing resizes them first (its cost, elementwise, is left out).
     flops = forward_flops(build_inception())
     print(f"Inception pass: {flops / 1e9:.2f} GFLOP per image")
 
     n = args.matmul_size
-    run = feature_pass(args.batch_size, args.image_size)
-    timers = {"matmul": matmul_timer("float32", n), "features": lambda: stopwatch(run)}
-    with contextlib.ExitStack() as stack:
-        if args.versus_env:
-            env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}
-            timers["versus_env"] = stack.enter_context(Served(
-                [sys.executable, os.path.abspath(__file__), "--batch-size",
-                 str(args.batch_size), "--image-size", str(args.image_size)], env=env))
-            versus_env_machine = json.loads(timers["versus_env"].info[-1])["machine"]
-        if args.torch_python:
-            timers["torchscript"] = stack.enter_context(
-                served_torchscript(args.torch_python, args.batch_size))
-            torch_info = json.loads(timers["torchscript"].info[-1])
-        seconds = interleave(timers, args.rounds)
+    seconds, others = time_passes(args)
     ceiling = ceiling_from(seconds["matmul"], "float32", n)
     print(describe_ceiling(ceiling))
-
     per_sec = args.batch_size / statistics.median(seconds["features"])
     # A batch's share of the matmul: (batch FLOPs / batch s) / (matmul FLOPs / matmul s).
     scale = args.batch_size * flops / (2 * n ** 3)
@@ -159,44 +148,8 @@ def main():
           f"{args.image_size}x{args.image_size}x3, median of {args.rounds} rounds) = "
           f"{per_sec * flops / 1e9:.1f} GFLOP/s; of the same round's matmul: "
           f"{describe(share, '.0%')}")
-    extra = {}
-    if args.versus_env:
-        versus = speed_ratio(seconds["versus_env"], seconds["features"])     # its over ours
-        env_per_sec = args.batch_size / statistics.median(seconds["versus_env"])
-        extra.update(versus_env=args.versus_env, versus_env_onednn=versus_env_machine["onednn"],
-                     versus_env_images_per_sec=round(env_per_sec, 2),
-                     versus_env_speedup=versus["median"],
-                     versus_env_speedup_range=[versus["min"], versus["max"]],
-                     versus_env_speedup_best=versus["best"])
-        print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
-              f"{'on' if versus_env_machine['onednn'] else 'off'}): {env_per_sec:.1f} images/s; "
-              f"its speed / ours: {describe(versus, '')}")
-    if args.torch_python:
-        reference = args.batch_size / statistics.median(seconds["torchscript"])
-        versus = speed_ratio(seconds["features"], seconds["torchscript"])    # ours over it
-        torch_share = speed_ratio(seconds["torchscript"], seconds["matmul"], scale)
-        extra.update(torchscript_images_per_sec=round(reference, 2), torch=torch_info["torch"],
-                     features_vs_torchscript=versus["median"],
-                     features_vs_torchscript_range=[versus["min"], versus["max"]],
-                     features_vs_torchscript_best=versus["best"],
-                     torchscript_of_matmul=torch_share["median"])
-        print(f"TorchScript default_1.pt (torch {torch_info['torch']}, {torch_info['threads']} "
-              f"threads, 299x299 input): {reference:.1f} images/s, "
-              f"{torch_share['median']:.0%} of the tf.matmul; ours / TorchScript: "
-              f"{describe(versus, '')}")
-
-    mu1, sigma1 = structured_statistics(1)
-    mu2, sigma2 = structured_statistics(2)
-    start = time.perf_counter()
-    ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
-    frechet_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    reference = scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2)
-    sqrtm_seconds = time.perf_counter() - start
-    relative = abs(ours - reference) / abs(reference)
-    print(f"frechet_distance: {ours:.6f} in {frechet_seconds:.2f} s; scipy sqrtm: "
-          f"{reference:.6f} in {sqrtm_seconds:.2f} s; relative difference {relative:.2g}; "
-          f"{sqrtm_seconds / frechet_seconds:.1f}x faster")
+    extra = report_others(args, seconds, others, scale)
+    frechet = time_frechet_distance()
 
     # The metrics besides FID at --metrics-n samples, against the Inception pass over as
     # many generated images at the measured rate (the statistics of the real side are
@@ -217,15 +170,85 @@ def main():
         "features_of_matmul": share["median"],
         "features_of_matmul_range": [share["min"], share["max"]],
         "features_of_matmul_best": share["best"],
-        "frechet_seconds": round(frechet_seconds, 3),
-        "scipy_sqrtm_seconds": round(sqrtm_seconds, 3),
-        "relative_difference": relative,
+        **frechet,
         "metrics_n": args.metrics_n, "metrics_seconds": round(metrics_time, 2),
         "metrics_of_inception_pass": round(metrics_time / inception_time, 4),
-        "speedup": round(sqrtm_seconds / frechet_seconds, 2),
-        "device": device,
+        "device": machine["device"],
         "machine": machine,
     }))
+
+
+def time_passes(args):
+    """The matmul, our Inception pass and, with --versus-env or --torch-python, the other
+    pass, timed in turn. Returns the seconds and the other processes' own records."""
+    run = feature_pass(args.batch_size, args.image_size)
+    timers = {"matmul": matmul_timer("float32", args.matmul_size),
+              "features": lambda: stopwatch(run)}
+    others = {}
+    with contextlib.ExitStack() as stack:
+        if args.versus_env:
+            env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}
+            timers["versus_env"] = stack.enter_context(Served(
+                [sys.executable, os.path.abspath(__file__), "--batch-size",
+                 str(args.batch_size), "--image-size", str(args.image_size)], env=env))
+            others["versus_env"] = json.loads(timers["versus_env"].info[-1])["machine"]
+        if args.torch_python:
+            timers["torchscript"] = stack.enter_context(
+                served_torchscript(args.torch_python, args.batch_size))
+            others["torch"] = json.loads(timers["torchscript"].info[-1])
+        return interleave(timers, args.rounds), others
+
+
+def report_others(args, seconds, others, scale):
+    """Print the --versus-env and TorchScript passes against ours; return their fields."""
+    extra = {}
+    if args.versus_env:
+        onednn = others["versus_env"]["onednn"]
+        versus = speed_ratio(seconds["versus_env"], seconds["features"])     # its over ours
+        env_per_sec = args.batch_size / statistics.median(seconds["versus_env"])
+        extra.update(versus_env=args.versus_env, versus_env_onednn=onednn,
+                     versus_env_images_per_sec=round(env_per_sec, 2),
+                     versus_env_speedup=versus["median"],
+                     versus_env_speedup_range=[versus["min"], versus["max"]],
+                     versus_env_speedup_best=versus["best"])
+        print(f"with {' '.join(args.versus_env)} (another process, oneDNN "
+              f"{'on' if onednn else 'off'}): {env_per_sec:.1f} images/s; "
+              f"its speed / ours: {describe(versus, '')}")
+    if args.torch_python:
+        torch_info = others["torch"]
+        reference = args.batch_size / statistics.median(seconds["torchscript"])
+        versus = speed_ratio(seconds["features"], seconds["torchscript"])    # ours over it
+        torch_share = speed_ratio(seconds["torchscript"], seconds["matmul"], scale)
+        extra.update(torchscript_images_per_sec=round(reference, 2), torch=torch_info["torch"],
+                     features_vs_torchscript=versus["median"],
+                     features_vs_torchscript_range=[versus["min"], versus["max"]],
+                     features_vs_torchscript_best=versus["best"],
+                     torchscript_of_matmul=torch_share["median"])
+        print(f"TorchScript default_1.pt (torch {torch_info['torch']}, {torch_info['threads']} "
+              f"threads, 299x299 input): {reference:.1f} images/s, "
+              f"{torch_share['median']:.0%} of the tf.matmul; ours / TorchScript: "
+              f"{describe(versus, '')}")
+    return extra
+
+
+def time_frechet_distance():
+    """fid.frechet_distance against SciPy's sqrtm formula on 2048-d statistics: the time
+    of each and their relative difference."""
+    mu1, sigma1 = structured_statistics(1)
+    mu2, sigma2 = structured_statistics(2)
+    start = time.perf_counter()
+    ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
+    frechet_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2)
+    sqrtm_seconds = time.perf_counter() - start
+    relative = abs(ours - reference) / abs(reference)
+    print(f"frechet_distance: {ours:.6f} in {frechet_seconds:.2f} s; scipy sqrtm: "
+          f"{reference:.6f} in {sqrtm_seconds:.2f} s; relative difference {relative:.2g}; "
+          f"{sqrtm_seconds / frechet_seconds:.1f}x faster")
+    return {"frechet_seconds": round(frechet_seconds, 3),
+            "scipy_sqrtm_seconds": round(sqrtm_seconds, 3), "relative_difference": relative,
+            "speedup": round(sqrtm_seconds / frechet_seconds, 2)}
 
 
 if __name__ == "__main__":

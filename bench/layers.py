@@ -123,6 +123,34 @@ def batch_norm_rows(model, batch_size, rounds):
     return rows
 
 
+def conv_rows(specs, batch_size, repeats, torch_ms):
+    """A row per conv layer of `specs`: forward and forward + backward ms, the step's time
+    weighted by passes, and PyTorch's beside them where `torch_ms` has the layer. Returns
+    the rows and the step's total for each."""
+    rows, weighted = [], {"tf": 0.0, "torch": 0.0}
+    for net, name, kind, shape, filters, layer in specs:
+        fwd, bwd = tf_layer_ms(layer, shape, batch_size, repeats)
+        passes = PASSES[net]
+        # forward-only passes, then forward + backward ones
+        step_ms = (passes["forward"] - passes["backward"]) * fwd + passes["backward"] * bwd
+        row = {"network": net, "layer": name, "kind": kind, "input": list(shape),
+               "filters": filters,
+               "gflop_forward": round(batch_size * layer_flops(layer) / 1e9, 3),
+               "tf_forward_ms": round(fwd, 2), "tf_backward_ms": round(bwd, 2),
+               "tf_step_ms": round(step_ms, 1)}
+        weighted["tf"] += step_ms
+        if name in torch_ms:
+            t_fwd, t_bwd = torch_ms[name]["forward_ms"], torch_ms[name]["backward_ms"]
+            t_step = (passes["forward"] - passes["backward"]) * t_fwd + passes["backward"] * t_bwd
+            row.update(torch_forward_ms=round(t_fwd, 2), torch_backward_ms=round(t_bwd, 2),
+                       torch_step_ms=round(t_step, 1),
+                       forward_vs_torch=round(t_fwd / fwd, 3),
+                       backward_vs_torch=round(t_bwd / bwd, 3))
+            weighted["torch"] += t_step
+        rows.append(row)
+    return rows, weighted
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=64)
@@ -143,27 +171,7 @@ def main():
                              capture_output=True, text=True, check=True)
         torch_ms = json.loads(out.stdout.strip().splitlines()[-1])["layers"]
 
-    rows, weighted = [], {"tf": 0.0, "torch": 0.0}
-    for net, name, kind, shape, filters, layer in specs:
-        fwd, bwd = tf_layer_ms(layer, shape, args.batch_size, args.repeats)
-        passes = PASSES[net]
-        # forward-only passes, then forward + backward ones
-        step_ms = (passes["forward"] - passes["backward"]) * fwd + passes["backward"] * bwd
-        row = {"network": net, "layer": name, "kind": kind, "input": list(shape),
-               "filters": filters,
-               "gflop_forward": round(args.batch_size * layer_flops(layer) / 1e9, 3),
-               "tf_forward_ms": round(fwd, 2), "tf_backward_ms": round(bwd, 2),
-               "tf_step_ms": round(step_ms, 1)}
-        weighted["tf"] += step_ms
-        if name in torch_ms:
-            t_fwd, t_bwd = torch_ms[name]["forward_ms"], torch_ms[name]["backward_ms"]
-            t_step = (passes["forward"] - passes["backward"]) * t_fwd + passes["backward"] * t_bwd
-            row.update(torch_forward_ms=round(t_fwd, 2), torch_backward_ms=round(t_bwd, 2),
-                       torch_step_ms=round(t_step, 1),
-                       forward_vs_torch=round(t_fwd / fwd, 3),
-                       backward_vs_torch=round(t_bwd / bwd, 3))
-            weighted["torch"] += t_step
-        rows.append(row)
+    rows, weighted = conv_rows(specs, args.batch_size, args.repeats, torch_ms)
     machine = machine_info()
     print(f"{machine['device']}; flags {machine['flags']}; TensorFlow {tf.__version__}")
     print(f"batch {args.batch_size}; ms per call (median of {args.repeats}); speed vs PyTorch "

@@ -132,18 +132,50 @@ def main():
                                         sample_every=0).to_dict(), **parse_set(args.set)})
     distribute.set_precision(config)
     images = np.random.default_rng(0).integers(0, 256, (1024, s, s, 3), dtype=np.uint8)
-    train_set = Dataset(images, seed=0)
-    dtype, n = compute_dtype(config.mixed_precision), args.matmul_size
+    run = time_steps(args, config, Dataset(images, seed=0))
+    if run is None:                               # --serve: the copy --versus-env runs
+        return
+    result = report_step(args, config, run)
+    if args.versus:
+        speedup = against(args, run, result, "versus", run["seconds"]["versus"],
+                          run["versus_flops"], f"with {' '.join(args.versus)}")
+        result.update(versus=parse_set(args.versus), **_ratio_fields("versus", speedup))
+    if args.versus_env:
+        onednn = run["versus_env_machine"]["onednn"]
+        speedup = against(args, run, result, "versus_env", run["seconds"]["versus_env"],
+                          run["flops"]["step"], f"with {' '.join(args.versus_env)} (another "
+                          f"process, oneDNN {'on' if onednn else 'off'})")
+        result.update(versus_env=args.versus_env, versus_env_onednn=onednn,
+                      **_ratio_fields("versus_env", speedup))
+    if args.torch_python:
+        torch_info = run["torch_info"]
+        vs_torch = against(args, run, result, "torch", run["seconds"]["pytorch"],
+                           run["flops"]["step"], f"PyTorch {torch_info['torch']} reference",
+                           its_over_ours=False)
+        result.update(torch=torch_info["torch"], torch_threads=torch_info["threads"],
+                      vs_torch=vs_torch["median"], vs_torch_range=[vs_torch["min"],
+                                                                   vs_torch["max"]],
+                      vs_torch_best=vs_torch["best"])
+    print(json.dumps(result))
+
+
+def time_steps(args, config, train_set):
+    """The matmul, our step and what is compared with it, timed in turn for `--rounds`
+    rounds, then the training loop's overhead. Returns the seconds and what the report
+    needs; None for --serve, which serves the step until its parent is done."""
+    s, dtype = args.image_size, compute_dtype(config.mixed_precision)
+    run = {}
     with tempfile.TemporaryDirectory() as save_dir, contextlib.ExitStack() as stack:
         model = build_model(config, (s, s, 3))
-        flops = gan_step_flops(model, config)
+        run["flops"] = gan_step_flops(model, config)
         trainer = MomentumOptimizer(model, train_set, None, config, save_dir)
         batches = [tf.constant(train_set.next_batch(args.batch_size)) for _ in range(8)]
-        timers = {"matmul": matmul_timer(dtype, n), "step": step_timer(trainer, batches)}
+        timers = {"matmul": matmul_timer(dtype, args.matmul_size),
+                  "step": step_timer(trainer, batches)}
         if args.versus:
             other_config = config.replace(**parse_set(args.versus))
             other_model = build_model(other_config, (s, s, 3))
-            other_flops = gan_step_flops(other_model, other_config)
+            run["versus_flops"] = gan_step_flops(other_model, other_config)["step"]
             other = MomentumOptimizer(other_model, train_set, None, other_config,
                                       os.path.join(save_dir, "versus"))
             timers["versus"] = step_timer(other, batches)
@@ -151,49 +183,58 @@ def main():
             for name in ("step", "versus"):
                 if name in timers:
                     timers[name]()
-        if args.serve:                            # the copy --versus-env runs
+        if args.serve:
             print(json.dumps({"machine": machine_info()}))
             feed = itertools.cycle(batches)
             serve(lambda: float(trainer.train_step(next(feed), None)["d_loss"]))
-            return
+            return None
         if args.versus_env:
-            env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}
-            argv = [sys.executable, os.path.abspath(__file__), "--model", args.model,
-                    "--batch-size", str(args.batch_size), "--image-size", str(s),
-                    "--warmup", str(args.warmup)]
-            argv += [a for group in args.set for a in ["--set", *group]]
-            timers["versus_env"] = stack.enter_context(Served(argv, env=env))
-            versus_env_machine = json.loads(timers["versus_env"].info[-1])["machine"]
+            timers["versus_env"] = stack.enter_context(_served_copy(args))
+            run["versus_env_machine"] = json.loads(timers["versus_env"].info[-1])["machine"]
         if args.torch_python:
             ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
             timers["pytorch"] = stack.enter_context(Served(
                 [args.torch_python, ref, "--batch-size", str(args.batch_size),
                  "--warmup", str(args.warmup)]))
-        seconds = interleave(timers, args.rounds)
+        run["seconds"] = interleave(timers, args.rounds)
         if args.torch_python:
-            torch_info = json.loads(timers["pytorch"].info[-1])
+            run["torch_info"] = json.loads(timers["pytorch"].info[-1])
         stack.close()                    # the served processes end before the loop is timed
-        overheads = loop_overhead(trainer, batches, args.loop_rounds, args.loop_steps)
+        run["overheads"] = loop_overhead(trainer, batches, args.loop_rounds, args.loop_steps)
+    return run
 
-    def gflops(step_seconds, step_flops):
-        return args.batch_size * step_flops / step_seconds / 1e9
 
-    ceiling = ceiling_from(seconds["matmul"], dtype, n)
+def _served_copy(args):
+    """This benchmark in another process with --versus-env's variables, serving its step."""
+    env = {**os.environ, **dict(item.split("=", 1) for item in args.versus_env)}
+    argv = [sys.executable, os.path.abspath(__file__), "--model", args.model,
+            "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+            "--warmup", str(args.warmup)]
+    argv += [a for group in args.set for a in ["--set", *group]]
+    return Served(argv, env=env)
+
+
+def report_step(args, config, run):
+    """Print our step's speed against the matmul and the loop's overhead; return the JSON
+    line's fields."""
+    seconds, flops, n = run["seconds"], run["flops"], args.matmul_size
+    ceiling = ceiling_from(seconds["matmul"], compute_dtype(config.mixed_precision), n)
     step_ms = statistics.median(seconds["step"]) * 1000
-    images_per_sec = args.batch_size / step_ms * 1000
     # A step's share of the matmul is (step FLOPs / step s) / (matmul FLOPs / matmul s).
     share = args.batch_size * flops["step"] / (2 * n ** 3)
     of_matmul = speed_ratio(seconds["step"], seconds["matmul"], share)
-    overhead = spread(overheads, 4)
+    overhead = spread(run["overheads"], 4)
     machine = machine_info()
     result = {"bench": "train_step", "model": args.model, "batch_size": args.batch_size,
-              "image_size": s, "device": machine["device"], "tf": tf.__version__,
-              "settings": parse_set(args.set), "rounds": args.rounds,
-              "step_ms": round(step_ms, 2), "images_per_sec": round(images_per_sec, 2),
+              "image_size": args.image_size, "device": machine["device"],
+              "tf": tf.__version__, "settings": parse_set(args.set), "rounds": args.rounds,
+              "step_ms": round(step_ms, 2),
+              "images_per_sec": round(args.batch_size / step_ms * 1000, 2),
               "step_ms_range": [round(min(seconds["step"]) * 1000, 1),
                                 round(max(seconds["step"]) * 1000, 1)],
               "gflop_per_image": {k: round(v / 1e9, 4) for k, v in flops.items()},
-              "matmul": ceiling, "step_gflops": round(gflops(step_ms / 1000, flops["step"]), 1),
+              "matmul": ceiling,
+              "step_gflops": round(args.batch_size * flops["step"] / step_ms / 1e6, 1),
               "step_of_matmul": of_matmul["median"],
               "step_of_matmul_range": [of_matmul["min"], of_matmul["max"]],
               "step_of_matmul_best": of_matmul["best"],
@@ -211,47 +252,32 @@ def main():
     print(f"through the training loop: {overhead['median']:+.1%} per step (median of "
           f"{args.loop_rounds} rounds of {args.loop_steps} steps; {overhead['min']:+.1%} to "
           f"{overhead['max']:+.1%})")
+    return result
 
-    def against(name, other_seconds, other_flops, label, its_over_ours):
-        """Result fields and a line for a step timed in turn with ours; returns the speed
-        ratio, its over ours or ours over its."""
-        ms = statistics.median(other_seconds) * 1000
-        speedup = (speed_ratio(other_seconds, seconds["step"]) if its_over_ours
-                   else speed_ratio(seconds["step"], other_seconds))
-        matmul = speed_ratio(other_seconds, seconds["matmul"],
-                             args.batch_size * other_flops / (2 * n ** 3))
-        result.update({f"{name}_step_ms": round(ms, 2),
-                       f"{name}_images_per_sec": round(args.batch_size / ms * 1000, 2),
-                       f"{name}_of_matmul": matmul["median"],
-                       f"{name}_of_matmul_best": matmul["best"]})
-        print(f"{label}: {ms:.1f} ms ({result[f'{name}_images_per_sec']} images/s), "
-              f"{matmul['median']:.0%} of the matmul; "
-              f"{'its speed / ours' if its_over_ours else 'ours / its'}: {describe(speedup, '')}")
-        return speedup
 
-    if args.versus:
-        speedup = against("versus", seconds["versus"], other_flops["step"],
-                          f"with {' '.join(args.versus)}", its_over_ours=True)
-        result.update(versus=parse_set(args.versus), versus_speedup=speedup["median"],
-                      versus_speedup_range=[speedup["min"], speedup["max"]],
-                      versus_speedup_best=speedup["best"])
-    if args.versus_env:
-        speedup = against("versus_env", seconds["versus_env"], flops["step"],
-                          f"with {' '.join(args.versus_env)} (another process, oneDNN "
-                          f"{'on' if versus_env_machine['onednn'] else 'off'})",
-                          its_over_ours=True)
-        result.update(versus_env=args.versus_env, versus_env_onednn=versus_env_machine["onednn"],
-                      versus_env_speedup=speedup["median"],
-                      versus_env_speedup_range=[speedup["min"], speedup["max"]],
-                      versus_env_speedup_best=speedup["best"])
-    if args.torch_python:
-        vs_torch = against("torch", seconds["pytorch"], flops["step"],
-                           f"PyTorch {torch_info['torch']} reference", its_over_ours=False)
-        result.update(torch=torch_info["torch"], torch_threads=torch_info["threads"],
-                      vs_torch=vs_torch["median"], vs_torch_range=[vs_torch["min"],
-                                                                   vs_torch["max"]],
-                      vs_torch_best=vs_torch["best"])
-    print(json.dumps(result))
+def against(args, run, result, name, other_seconds, other_flops, label, its_over_ours=True):
+    """Result fields and a line for a step timed in turn with ours; returns the speed
+    ratio, its over ours or ours over its."""
+    seconds, n = run["seconds"], args.matmul_size
+    ms = statistics.median(other_seconds) * 1000
+    speedup = (speed_ratio(other_seconds, seconds["step"]) if its_over_ours
+               else speed_ratio(seconds["step"], other_seconds))
+    matmul = speed_ratio(other_seconds, seconds["matmul"],
+                         args.batch_size * other_flops / (2 * n ** 3))
+    result.update({f"{name}_step_ms": round(ms, 2),
+                   f"{name}_images_per_sec": round(args.batch_size / ms * 1000, 2),
+                   f"{name}_of_matmul": matmul["median"],
+                   f"{name}_of_matmul_best": matmul["best"]})
+    print(f"{label}: {ms:.1f} ms ({result[f'{name}_images_per_sec']} images/s), "
+          f"{matmul['median']:.0%} of the matmul; "
+          f"{'its speed / ours' if its_over_ours else 'ours / its'}: {describe(speedup, '')}")
+    return speedup
+
+
+def _ratio_fields(name, speedup):
+    return {f"{name}_speedup": speedup["median"],
+            f"{name}_speedup_range": [speedup["min"], speedup["max"]],
+            f"{name}_speedup_best": speedup["best"]}
 
 
 if __name__ == "__main__":
