@@ -1,4 +1,7 @@
-"""Shared test setup: quiet TensorFlow, the repository on sys.path, small configs."""
+"""Shared test setup: quiet TensorFlow, the repository on sys.path, the tiny run (its
+config, a trainer for it, a trained run folder), an image folder.
+
+Test files import the helpers one way: `from tests.conftest import make_run`."""
 import os
 import sys
 
@@ -11,14 +14,40 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+# The tiny run: a DCGAN small enough to train in seconds on 16x16 images, as the keys of a
+# hyperparam.json (the tests that run train.py write it; the others take `tiny_config`).
+TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_size": 8,
+        "z_dim": 8, "G_FC_layer_channel": 16, "G_channel": 8, "D_channel": 8,
+        "sample_H": 2, "sample_W": 3, "batch_size_eval": 8, "eval_sample_size": 8,
+        "keep_checkpoints": 2}
+
+
 @pytest.fixture
 def tiny_config():
-    """A DCGAN small enough to train in seconds on 16x16 images."""
+    """The tiny run's Config: two epochs, no evaluation."""
     from learning.config import Config
-    return Config(model="dcgan", dataset="folder", image_size=(16, 16), batch_size=8,
-                  num_epochs=2, z_dim=8, G_FC_layer_channel=16, G_channel=8, D_channel=8,
-                  sample_H=2, sample_W=3, eval_every=0, batch_size_eval=8,
-                  eval_sample_size=8, keep_checkpoints=2)
+    return Config.from_dict({**TINY, "num_epochs": 2, "eval_every": 0})
+
+
+def make_run(config, save_dir, n=40, seed=0):
+    """A trainer for `config` on `n` random 16x16 images, writing into `save_dir`."""
+    import keras
+    from datasets.data import Dataset
+    from learning.optimizer import MomentumOptimizer
+    from models.nn import build_model
+    keras.utils.set_random_seed(config.seed)
+    images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    model = build_model(config, (16, 16, 3))
+    return MomentumOptimizer(model, Dataset(images, seed=config.seed), None, config,
+                             str(save_dir))
+
+
+def trained_run(config, path):
+    """A run folder trained with make_run, with its hyperparam.json: what test.py reads."""
+    opt = make_run(config, path)
+    opt.train(verbose=False)
+    config.save(str(path / "hyperparam.json"))
+    return path
 
 
 @pytest.fixture

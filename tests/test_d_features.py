@@ -8,7 +8,7 @@ from PIL import Image
 from learning import d_features
 from learning.checkpoints import read_exported
 from learning.d_features import guided_maps, last_conv_features
-from tests.test_optimizer import make_run
+from tests.conftest import trained_run
 
 
 def tiny_discriminator(alpha=0.2):
@@ -82,13 +82,6 @@ def test_features_are_the_models_own_in_inference_mode(tiny_config):
     for guided in (True, False):
         np.testing.assert_allclose(last_conv_features(D, x, guided=guided).numpy(),
                                    expected, atol=1e-6)
-
-
-def trained_run(config, path):
-    opt = make_run(config, path)
-    opt.train(verbose=False)
-    config.save(str(path / "hyperparam.json"))
-    return path
 
 
 def test_test_py_writes_d_features(tiny_config, image_folder, tmp_path):

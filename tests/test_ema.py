@@ -7,7 +7,7 @@ from PIL import Image
 from common.errors import UserError
 from learning.config import Config
 from learning.optimizer import restore_checkpoint
-from tests.test_optimizer import make_run
+from tests.conftest import make_run
 
 
 def values(variables):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_size": 8,
-        "z_dim": 8, "G_FC_layer_channel": 16, "G_channel": 8, "D_channel": 8,
-        "sample_H": 2, "sample_W": 3, "batch_size_eval": 8, "eval_sample_size": 8,
-        "stats_sample_size": 16, "keep_checkpoints": 2}
+# The tiny run as train.py reads it, with statistics of 16 images for its evaluations.
+TINY = {**conftest.TINY, "stats_sample_size": 16}
 
 
 def command(script, *args):

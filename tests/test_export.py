@@ -9,7 +9,7 @@ import tensorflow as tf
 from learning.checkpoints import is_float16, read_exported
 from learning.config import Config
 from models.nn import build_model
-from tests.test_d_features import trained_run
+from tests.conftest import trained_run
 
 
 def exported_images(folder, z):

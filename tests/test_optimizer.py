@@ -16,15 +16,7 @@ from learning.evaluator import FIDEvaluator
 from learning.interrupt import StopRequest, stop_on_signal
 from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
 from models.nn import build_model
-
-
-def make_run(config, save_dir, n=40, seed=0):
-    import keras
-    keras.utils.set_random_seed(config.seed)
-    images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-    model = build_model(config, (16, 16, 3))
-    return MomentumOptimizer(model, Dataset(images, seed=config.seed), None, config,
-                             str(save_dir))
+from tests.conftest import make_run
 
 
 def weights(opt):

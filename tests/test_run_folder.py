@@ -20,7 +20,8 @@ from learning.evaluator import FIDEvaluator
 from learning.optimizer import restore_checkpoint
 from models.nn import build_model
 from tests.test_end_to_end import ROOT, TINY, run, write_config
-from tests.test_optimizer import FakeEvaluator, make_run, weights
+from tests.conftest import make_run
+from tests.test_optimizer import FakeEvaluator, weights
 
 
 def truncate(path):

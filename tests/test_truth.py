@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from learning import utils
 from models import nn
-from test_optimizer import FakeEvaluator, make_run
+from tests.conftest import make_run
+from tests.test_optimizer import FakeEvaluator
 
 
 def d_weights(opt):
