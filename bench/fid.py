@@ -43,13 +43,14 @@ from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa
 from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
                          stopwatch)
 from learning import fid  # noqa: E402  (the path above makes the repo importable)
-from learning import inception  # noqa: E402
-from learning.inception import build_inception  # noqa: E402
+from learning.inception import (FEATURE_DIM, InceptionFeatures,  # noqa: E402
+                                build_inception, find_inception_weights,
+                                read_inception_pt)
 
 
 def feature_pass(batch_size, image_size):
     """A callable computing our Inception features of one batch; warmed up here."""
-    inception = inception.InceptionFeatures()
+    inception = InceptionFeatures()
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0, seed=0)
 
     def run():
@@ -61,7 +62,7 @@ def feature_pass(batch_size, image_size):
 @contextlib.contextmanager
 def served_torchscript(python, batch_size):
     """The TorchScript original, run by `python` (which has torch), one batch a call."""
-    data = inception.read_inception_pt(inception.find_inception_weights())   # SHA1-checked
+    data = read_inception_pt(find_inception_weights())   # SHA1-checked
     with tempfile.TemporaryDirectory() as folder:
         pt = os.path.join(folder, "default_1.pt")
         with open(pt, "wb") as f:
@@ -72,7 +73,7 @@ def served_torchscript(python, batch_size):
             yield served
 
 
-def structured_features(seed, n=4096, d=inception.FEATURE_DIM, shift=0.0):
+def structured_features(seed, n=4096, d=FEATURE_DIM, shift=0.0):
     """Features that look like pool_3's: correlated, unequal scales, non-negative."""
     rng = np.random.default_rng(seed)
     mixing = np.random.default_rng(0).standard_normal((d, d)) / np.sqrt(d)
@@ -80,7 +81,7 @@ def structured_features(seed, n=4096, d=inception.FEATURE_DIM, shift=0.0):
     return np.maximum(rng.standard_normal((n, d)) @ mixing * scales + 0.3 + shift, 0.0)
 
 
-def structured_statistics(seed, n=4096, d=inception.FEATURE_DIM):
+def structured_statistics(seed, n=4096, d=FEATURE_DIM):
     return fid.compute_statistics(structured_features(seed, n, d))
 
 
