@@ -52,7 +52,8 @@ from datasets.data import Dataset  # noqa: E402
 from learning import distribute  # noqa: E402
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
 from learning.interrupt import StopRequest  # noqa: E402
-from learning.optimizer import MomentumOptimizer, _Records  # noqa: E402
+from learning.optimizer import MomentumOptimizer  # noqa: E402
+from learning.records import Records  # noqa: E402
 from models.nn import build_model  # noqa: E402
 
 
@@ -112,7 +113,7 @@ def loop_overhead(trainer, batches, rounds, steps):
         trainer._run_epoch(1, records, writer, verbose=True, stop=StopRequest())
     with tempfile.TemporaryDirectory() as logs:
         writer = tf.summary.create_file_writer(logs)
-        records = _Records(logs, False, 0, 0)        # the losses kept, as in train.py
+        records = Records(logs, False, 0, 0)        # the losses kept, as in train.py
         out = []
         for _ in range(rounds):
             loop = stopwatch(lambda: epoch(records, writer))

@@ -31,7 +31,7 @@ from common.errors import UserError
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
 
 # PIL's Lanczos filter widens with the scale factor, so downsizing is anti-aliased; it keeps
-# more detail than skimage's Gaussian pre-blur + bilinear and is ~6x faster (bench/data.py).
+# more detail than skimage's Gaussian pre-blur + bilinear and is faster (bench/data.py times both).
 _RESAMPLE = Image.Resampling.LANCZOS
 
 # What PIL raises for a corrupt or truncated file (a broken PNG chunk is a SyntaxError).

@@ -51,6 +51,7 @@ from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager,  # 
                                   saved_config)
 from learning.config import resume_changes
 from learning.interrupt import StopRequest
+from learning.records import Records
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite (nan_policy 'stop')."""
@@ -276,7 +277,7 @@ class Optimizer(ABC):
         start_time, writer = time.time(), tf.summary.create_noop_writer()
         try:
             start_epoch, step0 = self._begin()
-            records = _Records(self.save_dir, self.is_chief, start_epoch, step0)
+            records = Records(self.save_dir, self.is_chief, start_epoch, step0)
             if self.is_chief:
                 writer = tf.summary.create_file_writer(os.path.join(self.save_dir, "logs"))
             stopped = self._train_epochs(start_epoch, records, writer, verbose, stop)
@@ -348,7 +349,7 @@ class Optimizer(ABC):
             self.step_in_epoch.assign(0)
             record = self._end_of_epoch(epoch, records.epoch_losses(first_step), writer)
             # Records first, then checkpoints: a kill in between redoes the end of this
-            # epoch on resume, and _Records drops the lines written after the checkpoint.
+            # epoch on resume, and Records drops the lines written after the checkpoint.
             records.add_epoch(record)
             if record.get("is_best"):
                 self._save_best(epoch, record["fid"])
@@ -564,49 +565,6 @@ AdamOptimizer = MomentumOptimizer
 
 
 # ------------------------------------------------------------------ helpers
-class _Records:
-    """metrics.jsonl (a line per epoch) and losses.jsonl (a line per step), kept so that a
-    resumed run's files equal an uninterrupted run's: on resume, the lines written after
-    the checkpoint resumed from are dropped (utils.repair_jsonl); the losses are appended
-    up to each checkpoint before it is written. Only the chief writes (`write`)."""
-
-    def __init__(self, save_dir, write, epoch, step):
-        self.paths = {name: os.path.join(save_dir, f"{name}.jsonl")
-                      for name in ("metrics", "losses")}
-        self.write = write
-        self.metrics, self.losses = [], []
-        if write:
-            self.metrics = utils.repair_jsonl(self.paths["metrics"],
-                                              lambda r: r["epoch"] <= epoch)
-            self.losses = utils.repair_jsonl(self.paths["losses"], lambda r: r["step"] <= step)
-        self._written = len(self.losses)
-
-    def add_step(self, record):
-        self.losses.append(record)
-
-    def epoch_losses(self, first_step):
-        """The records of the steps after `first_step`: the epoch's, those before a resume
-        within it included."""
-        out = []
-        for r in reversed(self.losses):
-            if r["step"] <= first_step:
-                break
-            out.append(r)
-        return out[::-1]
-
-    def flush(self):
-        """Append the losses not yet written."""
-        if self.write and self._written < len(self.losses):
-            utils.append_jsonl(self.paths["losses"], self.losses[self._written:])
-        self._written = len(self.losses)
-
-    def add_epoch(self, record):
-        self.metrics.append(record)
-        if self.write:
-            utils.append_jsonl(self.paths["metrics"], record)
-        self.flush()
-
-
 def _mean_probability(logits):
     """D's mean output, sigmoid(logits), as this replica's share of the global-batch mean
     (summed over replicas, the global mean), like the losses."""
