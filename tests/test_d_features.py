@@ -127,12 +127,15 @@ def test_d_features_on_an_export_without_d_is_a_user_error(tiny_config, image_fo
     assert "--with-discriminator" in err[0]
 
 
-def test_trained_dcgan_mnist_d_looks_at_the_strokes():
-    """On the shipped dcgan_mnist D, the guided-backprop maps put more of their mass on the
-    digit strokes than a freshly initialised D does. Measured when the model was shipped,
-    8 training images picked with seed 0, 8 filters each: 37% of |map| on the strokes
-    (which are 11% of the pixels) for the trained D, 27% for the initial one."""
+def test_shipped_dcgan_mnist_d_maps_follow_the_digit():
+    """On the shipped dcgan_mnist D, and on the same D as initialised, the guided-backprop
+    maps put their mass near the digit: within 2 pixels of a stroke, where 29% of the pixels
+    are, lies 59% of the trained D's |map| and 57% of the initial D's (8 training images
+    picked with seed 0, 8 filters each; measured when the model was shipped). Guided
+    backprop shows the input's edges whatever the weights (Adebayo et al. 2018), so this
+    checks the maps, not what training taught D; a map blind to the input scores 1x."""
     import os
+    from scipy.ndimage import binary_dilation
     from datasets.data import image_shape, load_images
     from learning.config import Config
     from models.nn import build_model
@@ -144,11 +147,9 @@ def test_trained_dcgan_mnist_d_looks_at_the_strokes():
     images, _ = load_images(config)
     pick = np.sort(np.random.default_rng(0).choice(len(images), 8, replace=False))
     x = images[pick].astype(np.float32) / 127.5 - 1.0
-    stroke = (x > 0)[:, None]
-    share = {}
-    for name, d in (("trained", model.discriminator),
-                    ("initial", d_features.random_discriminator(config, image_shape(config)))):
+    near = np.stack([binary_dilation(im[..., 0] > 0, iterations=2) for im in x])
+    near = near[:, None, :, :, None]                  # (images, filters, H, W, channel)
+    for d in (model.discriminator,
+              d_features.random_discriminator(config, image_shape(config))):
         mass = np.abs(d_features.guided_maps(d, x, 8)[0])
-        share[name] = float((mass * stroke).sum() / mass.sum())
-    assert share["trained"] > 2.5 * stroke.mean(), share
-    assert share["trained"] > share["initial"] + 0.05, share
+        assert (mass * near).sum() / mass.sum() > 1.5 * near.mean()

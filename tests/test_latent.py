@@ -59,28 +59,36 @@ def shipped_dcgan_mnist():
     return model
 
 
-def test_turn_vector_turns_every_digit_monotonically():
-    """The turn strip of the shipped generator: along each row the slant only grows."""
+def test_turn_vector_turns_every_digit():
+    """The turn strip of the shipped generator, for seeds 0 to 5 (24 rows of 9): in every
+    row the slant grows from the first image to the last, by 0.46 or more when the model
+    was shipped, and at every step but at most one (21 of the 24 rows grew at every step;
+    the three others stalled once, where the slant had levelled off)."""
     model = shipped_dcgan_mnist()
-    for seed in (0, 1, 2):
+    monotonic = 0
+    for seed in range(6):
         strip = model.generate(latent.turn(model, seed=seed, n=2000))
         slants = latent.slant(strip).reshape(4, 9)
-        assert np.all(np.diff(slants, axis=1) > 0), (seed, np.round(slants, 2))
+        steps = np.diff(slants, axis=1)
+        assert np.all(slants[:, -1] - slants[:, 0] > 0.3), (seed, np.round(slants, 2))
+        assert np.all((steps <= 0).sum(axis=1) <= 1), (seed, np.round(slants, 2))
+        monotonic += int(np.all(steps > 0, axis=1).sum())
+    assert monotonic >= 18, monotonic
 
 
 def test_attribute_arithmetic_carries_stroke_weight_to_another_digit():
     """bold 3 - thin 3 + thin 7, each the mean z of three samples found by the classifier:
-    over six seeds, the result is read as a 7 and is bolder than the thin 7s in most."""
+    for each of six seeds the result is read as a 7 and is clearly bolder than the thin 7s
+    (when the model was shipped: stroke weight 2.8 to 4.6 against 1.9 to 2.0 for the thin
+    7s and 3.9 to 4.7 for the bold 3s)."""
     from learning.classifier import classify, load_classifier
     model, classifier = shipped_dcgan_mnist(), load_classifier()
-    read_as_7 = bolder = 0
     for seed in range(6):
         z, groups, result = latent.attribute_arithmetic(model, classifier, seed=seed)
         image = model.generate(result[None])
-        read_as_7 += int(classify(classifier, image)[0] == 7)
+        assert classify(classifier, image)[0] == 7, seed
         thin_7 = latent.stroke_weight(model.generate(z[groups[2]])).mean()
-        bolder += int(latent.stroke_weight(image)[0] > thin_7)
-    assert read_as_7 >= 5 and bolder >= 5, (read_as_7, bolder)
+        assert latent.stroke_weight(image)[0] > thin_7 + 0.5, seed
 
 
 def test_test_py_writes_the_attribute_and_turn_figures_and_a_keras_generator(tmp_path):
