@@ -243,8 +243,10 @@ def read_checkpoint(checkpoint, path):
     """`checkpoint.read(path)` that also reads a float16 checkpoint (write_float16): its
     tensors, cast back to float32, go through a temporary copy, because TensorFlow restores
     a tensor only into a variable of the dtype it was saved with."""
-    if not is_float16(path):
-        return checkpoint.read(path)
+    return _read_float16(checkpoint, path) if is_float16(path) else checkpoint.read(path)
+
+
+def _read_float16(checkpoint, path):
     with tempfile.TemporaryDirectory() as folder:
         copy = os.path.join(folder, os.path.basename(path))
         _copy_tensors(path, copy, tf.float16, tf.float32)
@@ -284,8 +286,8 @@ def restore_checkpoint(checkpoint, path, partial=False):
     `partial`: the checkpoint may hold more (test.py restores the models without their
     optimizers)."""
     try:
-        status = checkpoint.restore(path) if not is_float16(path) else \
-            read_checkpoint(checkpoint, path)
+        status = _read_float16(checkpoint, path) if is_float16(path) else \
+            checkpoint.restore(path)
         if partial:
             status.expect_partial()
         status.assert_existing_objects_matched()
