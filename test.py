@@ -220,8 +220,9 @@ def export_run(args, config, model, parts, ckpt_path):
     shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
     export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
     if args.keras:
+        from learning.checkpoints import write_keras
         path = os.path.join(args.export, "generator.keras")
-        model.portable_generator().save(path)
+        write_keras(model.portable_generator(), path)
         print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional
                                              else "") + "; images in [-1, 1])")
     return 0
