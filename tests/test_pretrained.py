@@ -12,9 +12,9 @@ from learning.config import Config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained")
 NAMES = ["default", "dcgan_mnist", "fc_gan_mnist", "cgan_mnist"]
-# The shipped conditional G draws the asked digit in 0.911 of 1,000 samples (test.py's
-# count); a G that ignores its labels scores 0.1.
-CGAN_ACCURACY_FLOOR = 0.85
+# The shipped conditional G draws the asked digit in 0.981 of 1,000 samples (test.py's
+# count); the goal set for it is 0.95; a G that ignores its labels scores 0.1.
+CGAN_ACCURACY_FLOOR = 0.95
 
 
 def shipped():
