@@ -1,6 +1,8 @@
 """The trained MNIST generators shipped in pretrained/: each restores whole and generates
 digits of the right shape and range (no FID here: that is test.py's, minutes long)."""
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -26,6 +28,21 @@ def test_every_mnist_config_is_shipped_and_small():
     total = sum(os.path.getsize(os.path.join(d, f))
                 for d, _, files in os.walk(PRETRAINED) for f in files)
     assert total <= 10 * 2**20, f"pretrained/ holds {total / 2**20:.1f} MB, the limit is 10"
+
+
+def test_no_shipped_file_is_ignored_by_git():
+    """A file under pretrained/ that a .gitignore rule matches is missing from every clone
+    (generator.keras was, once, and only CI's clean checkout noticed)."""
+    if shutil.which("git") is None or not os.path.exists(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout")
+    files = [os.path.relpath(os.path.join(d, f), ROOT)
+             for d, _, names in os.walk(PRETRAINED) for f in names]
+    result = subprocess.run(["git", "check-ignore", "--no-index", "-v", *files], cwd=ROOT,
+                            capture_output=True, text=True)
+    # -v also lists the files a "!" rule keeps; the others are ignored
+    ignored = [line for line in result.stdout.splitlines()
+               if not line.split("\t")[0].split(":", 2)[2].startswith("!")]
+    assert result.returncode in (0, 1) and not ignored, ignored
 
 
 @pytest.mark.parametrize("name", NAMES)
