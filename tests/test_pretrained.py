@@ -37,12 +37,14 @@ def test_no_shipped_file_is_ignored_by_git():
         pytest.skip("not a git checkout")
     files = [os.path.relpath(os.path.join(d, f), ROOT)
              for d, _, names in os.walk(PRETRAINED) for f in names]
-    result = subprocess.run(["git", "check-ignore", "--no-index", "-v", *files], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(["git", "-c", "safe.directory=*", "check-ignore", "--no-index",
+                             "-v", *files], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode not in (0, 1):          # 0: some matched a rule, 1: none did
+        pytest.skip(f"git check-ignore could not run: {result.stderr.strip()}")
     # -v also lists the files a "!" rule keeps; the others are ignored
     ignored = [line for line in result.stdout.splitlines()
                if not line.split("\t")[0].split(":", 2)[2].startswith("!")]
-    assert result.returncode in (0, 1) and not ignored, ignored
+    assert not ignored, ignored
 
 
 @pytest.mark.parametrize("name", NAMES)
