@@ -37,7 +37,7 @@ class Config:
     # --- the tutorial's keys (train.py's hp_d) ---
     batch_size: int = 64
     num_epochs: int = 100
-    init_learning_rate: float = 2e-4
+    init_learning_rate: float = 2e-4      # G's; D's is this times D_learning_rate_ratio
     momentum: float = 0.5                 # used as Adam's beta_1, as in the tutorial
     learning_rate_patience: int = 10      # FID evaluations (not epochs) with no better score
     learning_rate_decay: float = 1.0      # 1.0: no decay (the tutorial switched it off)
@@ -96,6 +96,8 @@ class Config:
                                           # tutorial); false: none (the MNIST slides)
     D_first_bn: bool = False              # batch norm on D's first conv: no (the tutorial,
                                           # the DCGAN paper); yes (the MNIST slides)
+    D_learning_rate_ratio: float = 1.0    # D's learning rate over G's: 1 (the tutorial),
+                                          # or e.g. 4 with G at 1e-4 (TTUR, Heusel et al.)
     stats_split: str = "train"            # MNIST-style data: the split behind the FID
                                           # statistics, "train" or "test" (Lucic et al.)
 
@@ -282,9 +284,11 @@ def _validate_numbers(c):
         _check_type(k, getattr(c, k), (int,), allow_none=True, what="an integer or null")
         _check_range(k, getattr(c, k), lo=1, allow_none=True)
     for k in ["init_learning_rate", "momentum", "learning_rate_decay", "eps",
-              "score_threshold", "label_smoothing", "fake_label_smoothing", "leaky_alpha"]:
+              "score_threshold", "label_smoothing", "fake_label_smoothing", "leaky_alpha",
+              "D_learning_rate_ratio"]:
         _check_type(k, getattr(c, k), (float, int), what="a number")
     _check_range("init_learning_rate", c.init_learning_rate, lo=0, lo_open=True)
+    _check_range("D_learning_rate_ratio", c.D_learning_rate_ratio, lo=0, lo_open=True)
     _check_range("momentum", c.momentum, lo=0, hi=0.9999)
     _check_range("learning_rate_decay", c.learning_rate_decay, lo=0, hi=1, lo_open=True)
     _check_range("eps", c.eps, lo=0)

@@ -391,15 +391,18 @@ class Optimizer(ABC):
         if changes and "init_learning_rate" in changes:
             # The checkpoint's (possibly decayed) rate would otherwise win over the new one.
             self._set_learning_rate(self.config.init_learning_rate)
+        elif changes and "D_learning_rate_ratio" in changes:
+            self._set_learning_rate(float(self.curr_learning_rate.numpy()))
         if self.is_chief:
             utils.append_jsonl(os.path.join(self.save_dir, "resumes.jsonl"), {
                 "epoch": epoch, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "checkpoint": os.path.basename(path), "changes": changes})
 
     def _set_learning_rate(self, lr):
+        """G's rate is `lr` (curr_learning_rate); D's is `lr` times D_learning_rate_ratio."""
         self.curr_learning_rate.assign(lr)
         self.optimize_G.learning_rate.assign(lr)
-        self.optimize_D.learning_rate.assign(lr)
+        self.optimize_D.learning_rate.assign(lr * self.config.D_learning_rate_ratio)
 
     def _run_epoch(self, epoch, records, writer, verbose, stop):
         """The steps of the epoch that remain (a checkpoint within it holds how many were
@@ -538,8 +541,10 @@ class MomentumOptimizer(Optimizer):
 
     def _optimize_op(self, mode):
         # epsilon 1e-8 is TF1 AdamOptimizer's default (Keras's is 1e-7).
-        adam = keras.optimizers.Adam(learning_rate=self.config.init_learning_rate,
-                                     beta_1=self.config.momentum, epsilon=1e-8,
+        lr = self.config.init_learning_rate
+        if mode == "discriminator":
+            lr *= self.config.D_learning_rate_ratio
+        adam = keras.optimizers.Adam(learning_rate=lr, beta_1=self.config.momentum, epsilon=1e-8,
                                      name=f"{mode}_adam")
         if self.config.mixed_precision == "float16":
             # float16 gradients underflow without a (dynamic) loss scale.

@@ -175,6 +175,31 @@ def test_learning_rate_decays_after_patience(tiny_config, tmp_path):
     assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
 
 
+def test_d_learning_rate_ratio_scales_d_only_and_follows_the_decay(tiny_config, tmp_path):
+    """TTUR: D's Adam runs at D_learning_rate_ratio times G's rate, before and after the
+    patience decay; the step D takes is that much larger than at ratio 1."""
+    c = tiny_config.replace(num_epochs=4, eval_every=1, learning_rate_patience=1,
+                            learning_rate_decay=0.5, D_learning_rate_ratio=4.0)
+    opt = make_run(c, tmp_path)
+    assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(2e-4)
+    assert float(opt.optimize_D.learning_rate.numpy()) == pytest.approx(8e-4)
+    # Adam's first step moves each weight by about lr: D's first update is 4 times ratio 1's.
+    same = make_run(tiny_config, tmp_path / "one")
+    X = tf.constant(opt.train_set.next_batch(8))
+    moved = []
+    for run in (same, opt):
+        before = [v.numpy().copy() for v in run.model.discriminator.trainable_variables]
+        run.optimize_D.apply_gradients(
+            [(tf.ones_like(v), v) for v in run.model.discriminator.trainable_variables])
+        after = run.model.discriminator.trainable_variables
+        moved.append(max(float(np.abs(a.numpy() - b).max()) for a, b in zip(after, before)))
+    assert moved[1] == pytest.approx(4 * moved[0], rel=1e-3)
+    opt.evaluator = FakeEvaluator([50.0, 60.0, 60.0, 60.0])
+    opt.train(verbose=False)
+    assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
+    assert float(opt.optimize_D.learning_rate.numpy()) == pytest.approx(4e-4)
+
+
 def test_checkpoint_of_other_architecture_is_named(tiny_config, tmp_path):
     opt = make_run(tiny_config.replace(num_epochs=1), tmp_path)
     opt.train(verbose=False)
