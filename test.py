@@ -220,7 +220,14 @@ def export_run(args, config, model, parts, ckpt_path):
     shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
     export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
     if args.keras:
-        from learning.checkpoints import write_keras
+        from learning import utils
+        from learning.checkpoints import read_exported, write_keras
+        if args.float16:
+            # generator.keras draws what the exported folder draws: its float16 weights,
+            # then batch norm's statistics recomputed for them, as restore_model does.
+            read_exported(args.export, **shipped)
+            model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
+                                  batch_size=config.batch_size)
         path = os.path.join(args.export, "generator.keras")
         write_keras(model.portable_generator(), path)
         print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional

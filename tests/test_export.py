@@ -66,3 +66,29 @@ def test_test_py_never_writes_into_an_exported_folder(tiny_config, image_folder,
     # A training run's figures still go into the run folder.
     assert test_script.main(["--save-dir", str(run), "--n-samples", "0"]) == 0
     assert (run / "sample_random.png").exists()
+
+
+def test_float16_keras_export_draws_what_the_exported_folder_draws(tiny_config, image_folder,
+                                                                  tmp_path):
+    """--float16 --keras: generator.keras holds the rounded weights the folder holds (and the
+    batch-norm statistics test.py recomputes for them), not the run's float32 ones."""
+    import keras
+    import test as test_script
+    from learning.utils import seeded_generator
+    config = tiny_config.replace(num_epochs=1, data_dir=image_folder, G_ema_decay=0.9)
+    run = trained_run(config, tmp_path / "run")
+    out = tmp_path / "half"
+    assert test_script.main(["--save-dir", str(run), "--export", str(out), "--ema-only",
+                             "--float16", "--keras", "--n-samples", "0"]) == 0
+    model = build_model(Config.from_json(str(out / "hyperparam.json")), (16, 16, 3))
+    read_exported(str(out), generator_ema=model.generator_ema)
+    model.recalibrate_ema(seeded_generator(config.seed, "ema batch norm"),
+                          batch_size=config.batch_size)
+    z = np.random.default_rng(0).uniform(-1, 1, (16, 8)).astype(np.float32)
+    portable = keras.saving.load_model(str(out / "generator.keras"))
+    np.testing.assert_allclose(portable.predict(z, verbose=0), model.generate(z), atol=1e-5)
+    # Every kernel in the file is a float16 value (what makes the file deflate to ~58%).
+    kernels = [v.numpy() for v in portable.weights if v.path.endswith("kernel")]
+    assert kernels
+    for w in kernels:
+        np.testing.assert_array_equal(w.astype(np.float16).astype(np.float32), w)
