@@ -187,7 +187,6 @@ def restore_model(args, config, with_d=False):
     the checkpoint's path."""
     import tensorflow as tf
     from datasets.data import image_shape
-    from learning import utils
     from learning.checkpoints import (checkpoint_names, find_checkpoints,
                                       restore_newest_readable)
     from models.nn import build_model
@@ -204,11 +203,16 @@ def restore_model(args, config, with_d=False):
     ckpt_path = restore_newest_readable(tf.train.Checkpoint(**parts), candidates,
                                         partial=True)
     print(f"restored {ckpt_path}")
-    # The averaged generator's batch-norm statistics, recomputed for its weights exactly as
-    # the trainer does at the end of an epoch (the same numbers for a checkpoint it saved).
+    recalibrate(model, config)
+    return model, parts, ckpt_path
+
+
+def recalibrate(model, config):
+    """The averaged generator's batch-norm statistics, recomputed for its weights exactly as
+    the trainer does at the end of an epoch (the same numbers for a checkpoint it saved)."""
+    from learning import utils
     model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
                           batch_size=config.batch_size)
-    return model, parts, ckpt_path
 
 
 def export_run(args, config, model, parts, ckpt_path):
@@ -220,14 +224,12 @@ def export_run(args, config, model, parts, ckpt_path):
     shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
     export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
     if args.keras:
-        from learning import utils
         from learning.checkpoints import read_exported, write_keras
         if args.float16:
             # generator.keras draws what the exported folder draws: its float16 weights,
             # then batch norm's statistics recomputed for them, as restore_model does.
             read_exported(args.export, **shipped)
-            model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
-                                  batch_size=config.batch_size)
+            recalibrate(model, config)
         path = os.path.join(args.export, "generator.keras")
         write_keras(model.portable_generator(), path)
         print(f"wrote {path} (inputs: z" + (", one-hot label" if model.conditional

@@ -82,8 +82,7 @@ def test_attribute_arithmetic_carries_stroke_weight_to_another_digit():
     0.5 or more for at least four seeds and by 0.5 or more on average (when the model was
     shipped: stroke weight 1.68 to 3.82 against 1.70 to 1.93 for the thin 7s and 4.14 to
     4.95 for the bold 3s; more than 0.5 bolder for seeds 0, 1, 3 and 4, 0.41 for seed 2,
-    0.11 lighter for seed 5). Subtracting where the code should add, or the wrong group,
-    reads as another digit or as thin as the thin 7s."""
+    0.11 lighter for seed 5)."""
     from learning.classifier import classify, load_classifier
     model, classifier = shipped_dcgan_mnist(), load_classifier()
     excess = []
