@@ -298,7 +298,18 @@ def build_inception():
     `mixed_9.tower_1.mixed.conv_1` and so on. The graph's quirks kept here: batch norm with
     beta only and eps 1e-3; 3x3 average pools with SAME padding that leave the padding out of
     the count (TensorFlow's AvgPool does); a max pool (not average) in `mixed_10`'s pool branch.
+    Always float32: under a mixed-precision policy (train.py's `mixed_precision`) the layers
+    would otherwise compute in bfloat16 or float16 and the FID would silently be another number.
     """
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        return _build_inception()
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _build_inception():
     layers = keras.layers
 
     def conv(x, filters, kernel, name, strides=1, padding="same"):

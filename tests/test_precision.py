@@ -65,3 +65,20 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     # The trainer's bfloat16 warning reads the same file for its two flags alone.
     assert distribute._cpu_has(("avx512_bf16", "amx_bf16"), str(cpuinfo)) == {"avx512_bf16"}
     assert distribute._cpu_has(("avx512_bf16",), str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_the_fid_network_computes_in_float32_under_a_mixed_policy(policy):
+    """train.py sets the mixed policy before its evaluator builds Inception; the FID network
+    must not take it (in bfloat16 its features, and so the in-training FID, are another
+    number), and building it leaves the policy as it was."""
+    from learning.inception import build_inception
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        net = build_inception()
+        dtypes = {layer.compute_dtype for layer in net._flatten_layers()}
+        assert dtypes == {"float32"}, dtypes
+        assert net(tf.zeros((1, 299, 299, 3))).dtype == tf.float32
+        assert keras.mixed_precision.global_policy().name == policy
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
