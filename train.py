@@ -1,9 +1,10 @@
 """Train a GAN: `python train.py [--config FILE] [--save-dir DIR] [--data-dir DIR]
-[--set KEY=VALUE ...] [--dry-run]`.
+[--set KEY=VALUE ...] [--seeds N [N ...]] [--dry-run]`.
 
 As in the tutorial, in three steps: 1. load the dataset; 2. set the hyperparameters;
 3. build the model, evaluator and optimizer, and train. Running it again on the same
---save-dir resumes where the run stopped.
+--save-dir resumes where the run stopped. With --seeds, one run per training seed, each in
+its own folder SAVE_DIR/seed<N>, one after the other; the same command resumes them.
 """
 import errno
 import json
@@ -21,6 +22,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 from learning import distribute  # noqa: E402
+from learning import seeds  # noqa: E402
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
 from learning.run_folder import check_save_dir, lock_save_dir  # noqa: E402
 
@@ -36,11 +38,22 @@ def parse_args(argv=None):
                    help="run folder (default: runs/<config name>); an existing run resumes")
     p.add_argument("--data-dir", default=None, help="image folder (overrides data_dir)")
     add_set_argument(p)
+    p.add_argument("--seeds", type=_seed, nargs="+", default=None, metavar="N",
+                   help="train one run per seed into SAVE_DIR/seed<N>, one after the other "
+                        "(each resumable on its own); `python test.py --save-dir SAVE_DIR` "
+                        "then scores them all and gives the mean and standard deviation")
     p.add_argument("--dry-run", action="store_true",
                    help="resolve and print the config, load the data, build the model; "
                         "do not train or write anything")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def _seed(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def resolve_config(args):
@@ -65,6 +78,34 @@ def main(argv=None):
     # The same command resumes (a run folder given, or the default one named again).
     args.command = "python train.py " + shlex.join(
         argv if args.save_dir else argv + ["--save-dir", save_dir])
+    if args.seeds is not None:
+        return train_seeds(args, config, save_dir)
+    return train_one(args, config, save_dir)
+
+
+def train_seeds(args, config, parent):
+    """One run per seed in `parent`/seed<N>, in the order given. `parent`/seeds.json names
+    the config and the seeds; a folder whose run was trained with another seed, or a
+    parent made for another config, is refused, so seeds are never mixed up."""
+    if "seed" in parse_set(args.set):
+        raise UserError("--seeds and --set seed=...: give the seeds with --seeds only")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))} names a seed twice: "
+                        "give each once")
+    folders = seeds.claim_parent(parent, config, args.seeds, args.command)
+    for seed, folder in folders:
+        print(f"== seed {seed} ({args.seeds.index(seed) + 1} of {len(args.seeds)}): {folder}")
+        status = train_one(args, config.replace(seed=seed), folder)
+        if status:
+            return status
+    if not args.dry_run:
+        print(f"Done: {len(folders)} seeds. Run `python test.py --save-dir {parent} "
+              "--n-samples 10000` to score them all.")
+    return 0
+
+
+def train_one(args, config, save_dir):
+    """Train (or resume) one run in `save_dir`."""
     # In a multi-worker run only the chief writes --save-dir (and needs to see it).
     chief = distribute.is_chief_task(config)
     try:
@@ -111,6 +152,9 @@ def _train(args, config, save_dir, chief):
     print(json.dumps(config.to_dict(), indent=2))
 
     """ 2. Model, evaluator, optimizer, all in the tf.distribute strategy's scope """
+    # A fresh Keras state for each run (--seeds trains several in one process): each seed's
+    # run is then the run `--set seed=N` trains alone.
+    keras.backend.clear_session()
     strategy = distribute.make_strategy(config)
     distribute.check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
     if strategy.num_replicas_in_sync > 1 or config.strategy != "default":

@@ -1,0 +1,121 @@
+"""Several training seeds: train.py --seeds, their folder, and the mean ± std table."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import conftest
+
+ROOT = conftest.ROOT
+TINY = {**conftest.TINY, "num_epochs": 1, "eval_every": 0, "steps_per_epoch": 3}
+
+
+def train(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--quiet", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def checkpoint_values(prefix):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "save_counter" not in k}
+
+
+@pytest.fixture
+def tiny_json(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_each_seed_is_the_run_that_seed_trains_alone(tmp_path, tiny_json, image_folder):
+    """--seeds 1 0 trains seed1 then seed0 in one process; seed1's weights equal those of
+    `--set seed=1` trained alone, bit for bit, and differ from seed0's; the same command
+    again resumes each finished run instead of training it again."""
+    parent, alone = tmp_path / "seeds", tmp_path / "alone"
+    args = ["--config", tiny_json, "--data-dir", image_folder]
+    r = train(*args, "--seeds", "1", "0", "--save-dir", str(parent))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.index("== seed 1 (1 of 2)") < r.stdout.index("== seed 0 (2 of 2)")
+    record = json.loads((parent / "seeds.json").read_text())
+    assert record["seeds"] == [1, 0] and "seed" not in record["config"]
+    for seed in (0, 1):
+        assert json.loads((parent / f"seed{seed}" / "hyperparam.json").read_text())[
+            "seed"] == seed
+    r = train(*args, "--set", "seed=1", "--save-dir", str(alone))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = checkpoint_values(str(parent / "seed1" / "checkpoints" / "ckpt-1"))
+    b = checkpoint_values(str(alone / "checkpoints" / "ckpt-1"))
+    c = checkpoint_values(str(parent / "seed0" / "checkpoints" / "ckpt-1"))
+    assert a.keys() == b.keys() and len(a) > 20
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    weights = [k for k in a if k.startswith("generator/_operations") and "moving" not in k]
+    assert len(weights) > 3 and all(not np.array_equal(a[k], c[k]) for k in weights)
+
+    r = train(*args, "--seeds", "1", "0", "--save-dir", str(parent))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("resumed at epoch 1, step 3") == 2
+
+
+def test_seeds_are_never_mixed_up(tmp_path, tiny_json, image_folder):
+    """A seed folder holding another seed's run, a parent of another config, a seed named
+    twice, --set seed beside --seeds: each one line, exit status 2, nothing trained."""
+    parent = tmp_path / "seeds"
+    args = ["--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(parent)]
+    r = train(*args, "--seeds", "0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    os.rename(parent / "seed0", parent / "seed2")
+    cases = [
+        (["--seeds", "2"], "holds a run of seed 0, not 2"),
+        (["--seeds", "3", "--set", "num_epochs=2"], "holds seeds of another config "
+                                                    "(num_epochs=1, not 2)"),
+        (["--seeds", "4", "4"], "names a seed twice"),
+        (["--seeds", "5", "--set", "seed=5"], "give the seeds with --seeds only"),
+    ]
+    for extra, message in cases:
+        r = train(*args, *extra)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr[-2000:])
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(os.listdir(parent)) == ["seed2", "seeds.json"]
+    one = tmp_path / "one"
+    r = train("--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = train("--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(one),
+              "--seeds", "0")
+    assert r.returncode == 2 and "holds a single run" in r.stderr
+
+
+def test_mean_and_sample_standard_deviation():
+    from learning.seeds import mean_std
+    values = [6.61, 7.02, 6.85]
+    mean, std = mean_std(values)
+    assert mean == pytest.approx(np.mean(values), abs=1e-12)
+    assert std == pytest.approx(np.std(values, ddof=1), abs=1e-12)   # not ddof=0's 0.168
+    assert mean_std([5.0]) == (5.0, None)
+
+
+def test_table_gives_every_seed_then_mean_and_std():
+    from learning.seeds import summarize, table
+    scores = {s: {"splits": {"test": {"fid": f, "kid": k}, "train": {"fid": f + 0.2,
+                                                                     "kid": k}},
+                  "class_accuracy": a}
+              for s, f, k, a in [(0, 6.0, 0.003, 0.98), (1, 7.0, 0.004, 0.97),
+                                 (2, 8.0, 0.005, 0.99)]}
+    summary = summarize(scores)
+    assert summary["n"] == 3
+    assert summary["mean"]["splits"]["train"]["fid"] == pytest.approx(7.2)
+    assert summary["std"]["splits"]["test"]["fid"] == pytest.approx(1.0)
+    assert summary["mean"]["class_accuracy"] == pytest.approx(0.98)
+    text = table(scores, summary)
+    lines = text.strip().splitlines()
+    assert lines[0] == ("| seed | FID (test) | KID (test) | FID (train) | KID (train) "
+                        "| class accuracy |")
+    assert lines[2] == "| 0 | 6.00 | 0.0030 | 6.20 | 0.0030 | 0.9800 |"
+    assert lines[-1] == ("| mean ± std (3 runs) | 7.00 ± 1.00 | 0.0040 ± 0.0010 "
+                         "| 7.20 ± 1.00 | 0.0040 ± 0.0010 | 0.9800 ± 0.0100 |")
