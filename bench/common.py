@@ -18,51 +18,12 @@ computed when the network's input is not differentiated (z for G; the images for
 update): the step is a tf.function, and TensorFlow prunes gradients that nothing uses.
 """
 import os
-import platform
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.serve import stopwatch  # noqa: E402  (the path above: the repo's packages)
-
-# The CPU features that decide dense speed here: AVX2 and AVX-512 vector widths, and the
-# bfloat16 dot-product (AVX512_BF16) and matrix (AMX) instructions.
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-# ------------------------------------------------------------------ the machine
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU's feature flags (`avx2`, `avx512f`, `avx512_bf16`, `amx_bf16`, ...) as a set;
-    empty where /proc/cpuinfo cannot be read (not Linux)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model():
-    """`lscpu`'s "Model name", else /proc/cpuinfo's "model name", else platform's guess."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from common.machine import RELEVANT_FLAGS, cpu_flags, cpu_model  # noqa: E402,F401
 
 def onednn_enabled():
     """Whether TensorFlow's oneDNN kernels are on in this process. On by default only on CPUs

@@ -21,6 +21,7 @@ import sys
 import tempfile
 
 from common.errors import UserError
+from common.machine import cpu_flags
 
 
 def read_tf_config():
@@ -151,14 +152,10 @@ def set_precision(config):
     keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
 
 
-def _cpu_has(flags, path="/proc/cpuinfo"):
+def _cpu_has(flags):
     """Which of `flags` the CPU reports; none where /proc/cpuinfo cannot be read (not
-    Linux). The benchmarks read the whole machine (bench/common.py)."""
-    try:
-        with open(path) as f:
-            return set(f.read().split()) & set(flags)
-    except OSError:
-        return set()
+    Linux)."""
+    return cpu_flags() & set(flags)
 
 
 def check_batch_size(batch_size, replicas):

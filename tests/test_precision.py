@@ -56,7 +56,7 @@ def test_bfloat16_warning_follows_the_cpu_flags(monkeypatch, tiny_config, flags,
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):
-    from bench.common import cpu_flags
+    from common.machine import cpu_flags
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"
                        "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n")
