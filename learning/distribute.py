@@ -152,10 +152,10 @@ def set_precision(config):
     keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
 
 
-def _cpu_has(flags):
+def _cpu_has(flags, path="/proc/cpuinfo"):
     """Which of `flags` the CPU reports; none where /proc/cpuinfo cannot be read (not
     Linux)."""
-    return cpu_flags() & set(flags)
+    return cpu_flags(path) & set(flags)
 
 
 def check_batch_size(batch_size, replicas):
