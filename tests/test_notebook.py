@@ -42,7 +42,8 @@ def test_tour_runs_and_scores_the_shipped_generator():
     assert result["sample_grid_shape"] == [238, 238]
     assert result["strip_shape"] == [11, 28, 28, 1]
     assert result["n_fid"] == 200
-    # A trained generator against real digits: finite and positive, and above the n = 10,000
-    # value (16.62) since FID at n = 200 is biased upward, but far below an untrained one's.
+    # A trained generator against real digits: finite and positive, and above its n = 10,000
+    # value (docs/results.md) since FID at n = 200 is biased upward, but far below an
+    # untrained one's.
     assert math.isfinite(result["fid"]) and 16 < result["fid"] < 200, result["fid"]
     assert math.isfinite(result["kid"]) and abs(result["kid"]) < 0.1, result["kid"]
