@@ -9,10 +9,13 @@ z0_sweep.png and z0_sweep_fixed.png (FC GAN), class_grid.png (conditional GAN), 
 arithmetic.png (--arithmetic), turn.png (--turn), d_features.png (--d-features, DCGAN only). Prints the FID
 over N samples as `FID: <value>`, then, one per line, `KID: <mean> ± <std>` and precision,
 recall, density and coverage when the real sample's features are cached beside the dataset
-statistics (they are, once computed by this code); `--metrics` picks among them.
+statistics (they are, once computed by this code); `--metrics` picks among them. With
+--scores FILE, the same samples are also scored against the data set's other split and the
+score record is written to FILE.
 """
 import argparse
 import os
+import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,7 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
+from common.files import write_atomic, write_json_atomic  # noqa: E402
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
+from learning import seeds  # noqa: E402
+from learning.scores import (checkpoint_of, make_record, read_record,  # noqa: E402
+                             score_features, splits_of, write_record)
 
 
 def parse_args(argv=None):
@@ -38,6 +45,11 @@ def parse_args(argv=None):
                         "seed, same order), into DIR (new or empty), for other FID tools, "
                         "and their Inception features as DIR/features.npy")
     p.add_argument("--seed", type=_at_least_zero, default=0, help="seed for z (default 0)")
+    p.add_argument("--scores", default=None, metavar="FILE",
+                   help="also score against the data set's other split (MNIST-style data: "
+                        "test and train, from the same samples) and write the score record "
+                        "to FILE (JSON: every metric of each split, the command, the sample "
+                        "seed, the checkpoint, the CPU); an existing FILE is refused")
     p.add_argument("--walk", action="store_true",
                    help="also write latent_walk.gif, a walk through random points of z")
     p.add_argument("--arithmetic", nargs="?", const="random", default=None, metavar="GROUPS",
@@ -112,8 +124,15 @@ TEST_KEYS = {"stats_sample_size", "eval_sample_size", "batch_size_eval", "datase
 
 @exit_on_user_error
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    args.command = "python test.py " + shlex.join(argv)
+    if seeds.is_parent(args.save_dir):
+        return score_seeds(args)
     config = read_config(args)
+    if args.scores and os.path.exists(args.scores):
+        raise UserError(f"--scores '{args.scores}' exists: choose a new file (a score "
+                        "record is never overwritten)")
 
     """ 1. The model, restored """
     # --d-features needs D; an export keeps only what --with-discriminator asks for.
@@ -130,7 +149,7 @@ def main(argv=None):
                               f"{config.G_ema_decay})"))
 
     """ 2. Random samples and the interpolation strip; 3. what each kind of model shows best """
-    draw_figures(args, config, model, out)
+    extras = draw_figures(args, config, model, out)
 
     """ 4. What D's filters learned """
     if args.d_features is not None and not conv_d:
@@ -146,13 +165,77 @@ def main(argv=None):
         raise UserError("--save-samples writes the samples FID scores: give --n-samples N "
                         "above 0")
     if n > 0:
-        value, others = score(config, model, n, args.seed, args.metrics, args.collapse,
-                              save_dir=args.save_samples)
-        print(f"FID: {value:.4f}")
-        from learning.fid import metric_lines
-        for line in metric_lines(others):
-            print(line)
+        splits = score(config, model, n, args.seed, args.metrics, args.collapse,
+                       save_dir=args.save_samples, all_splits=bool(args.scores))
+        print_scores(splits)
+        if args.scores:
+            write_record(args.scores, make_record(
+                os.path.basename(os.path.normpath(args.save_dir)),
+                checkpoint_of(args.save_dir, ckpt_path), n, args.seed, args.command, splits,
+                ema=model.generator_ema is not None and not args.no_ema, **extras))
+            print(f"wrote {args.scores}")
     return 0
+
+
+def score_seeds(args):
+    """--save-dir PARENT, the folder of `train.py --seeds`: each seed's run scored on both
+    splits from one pass and recorded in its folder (scores_n<N>_seed<S>.json, kept: a
+    second call scores only the seeds without one), then the table of every seed and the
+    mean ± std over seeds (PARENT/seeds_n<N>_seed<S>.md and .json) and every seed's FID
+    curve (PARENT/fid_curves.png). No figures are drawn."""
+    refused = [flag for flag, value in (("--export", args.export), ("--checkpoint",
+               args.checkpoint), ("--scores", args.scores), ("--collapse", args.collapse),
+               ("--save-samples", args.save_samples)) if value]
+    if refused:
+        raise UserError(f"{refused[0]} takes one run: '{args.save_dir}' holds several seeds' "
+                        "runs; give one of its seed folders")
+    parent, records = args.save_dir, {}
+    for seed, folder in seeds.seed_runs(parent):
+        run_args = argparse.Namespace(**{**vars(args), "save_dir": folder})
+        config = read_config(run_args)
+        n = config.eval_sample_size if args.n_samples is None else args.n_samples
+        if n < 1:
+            raise UserError("--n-samples: a table of scores needs samples (above 0)")
+        path = os.path.join(folder, f"scores_n{n}_seed{args.seed}.json")
+        if os.path.exists(path):
+            records[seed] = read_record(path)
+            print(f"== seed {seed}: scored before ({path})")
+            continue
+        print(f"== seed {seed}: {folder}")
+        model, _, ckpt_path = restore_model(run_args, config)
+        extras = ({"class_accuracy": print_class_accuracy(model, args.seed)}
+                  if model.conditional and config.dataset == "mnist" and not config.data_dir
+                  else {})
+        splits = score(config, model, n, args.seed, args.metrics, all_splits=True)
+        print_scores(splits)
+        records[seed] = make_record(f"seed{seed}", checkpoint_of(folder, ckpt_path), n,
+                                    args.seed, args.command, splits,
+                                    ema=model.generator_ema is not None and not args.no_ema,
+                                    **extras)
+        write_record(path, records[seed])
+    summary = seeds.summarize(records)
+    text = seeds.table(records, summary)
+    base = os.path.join(parent, f"seeds_n{n}_seed{args.seed}")
+    write_atomic(base + ".md", lambda f: f.write(text), mode="w")
+    write_json_atomic(base + ".json", {"command": args.command, "n_samples": n,
+                                       "sample_seed": args.seed, "runs": records, **summary})
+    curves = seeds.plot_fid_curves(seeds.seed_runs(parent), os.path.join(parent,
+                                                                          "fid_curves.png"))
+    print(text, end="")
+    print(f"wrote {base}.md, {base}.json and {curves}")
+    return 0
+
+
+def print_scores(splits):
+    """FID and the other metrics against the config's split (`FID: ...` first), then those
+    against any other split, each line naming it."""
+    from learning.fid import metric_lines
+    for i, (split, values) in enumerate(splits.items()):
+        tag = "" if i == 0 else f" ({split} split)"
+        print(f"FID{tag}: {values['fid']:.4f}")
+        for line in metric_lines(values):
+            name, rest = line.split(":", 1)
+            print(f"{name}{tag}:{rest}")
 
 
 def read_config(args):
@@ -253,6 +336,7 @@ def draw_figures(args, config, model, out):
     save = lambda name, imgs, h, w: print(  # noqa: E731
         "wrote", utils.save_sample_images(out, name, imgs, h, w))
     save("sample_random", model.generate(z, labels=labels), H, W)
+    extras = {}   # what the score record keeps of the figures (the class accuracy)
 
     from_z, to_z = draw_z(1), draw_z(1)
     z_intp = utils.interpolate(from_z, to_z, 9)
@@ -270,7 +354,7 @@ def draw_figures(args, config, model, out):
         zc = draw_z(10 * k)
         save("class_grid", model.generate(zc, labels=np.tile(np.arange(k), 10)), 10, k)
         if config.dataset == "mnist" and not config.data_dir:
-            print_class_accuracy(model, args.seed)
+            extras["class_accuracy"] = print_class_accuracy(model, args.seed)
     if args.walk and not model.conditional:
         frames = utils.latent_walk(model, draw_z(5), steps=16)
         print("wrote", utils.make_gif(frames, os.path.join(out, "latent_walk.gif"),
@@ -285,6 +369,7 @@ def draw_figures(args, config, model, out):
         require_mnist(config, "--turn")
         from learning import latent
         save("turn", model.generate(latent.turn(model, seed=args.seed)), 4, 9)
+    return extras
 
 
 def output_folder(save_dir, out=None):
@@ -343,6 +428,7 @@ def print_class_accuracy(model, seed):
     real = float(np.mean(classify(classifier, images) == labels))
     print(f"class accuracy: {accuracy:.3f} of 1000 samples read as the digit asked for (the "
           f"MNIST classifier, which reads {real:.4f} of the 10,000 real test digits)")
+    return accuracy
 
 
 def generator_parts(model, with_discriminator=False, names=None):
@@ -433,24 +519,28 @@ def sample_writer(folder, n):
     return write
 
 
-def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None):
+def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None,
+          all_splits=False):
     """FID of n samples against the dataset statistics the run used (computed if missing),
     and the other `metrics` (default: all of learning.fid.METRICS) as a dict, from the real
     sample's features cached beside the statistics; without that file, FID alone.
     `collapse`: only that many distinct samples, repeated (FIDEvaluator.score's `distinct`).
-    `save_dir`: also write the n scored samples there as PNGs (test.py --save-samples)."""
+    `save_dir`: also write the n scored samples there as PNGs (test.py --save-samples).
+    `all_splits`: also score the same samples against the data set's other split.
+    Returns {split: {"fid": ..., other metrics}}, the config's split first."""
     if save_dir and collapse:
         raise UserError("--save-samples and --collapse: a collapsed set is its first N "
                         "samples repeated; save without --collapse")
     on_pixels = sample_writer(save_dir, n) if save_dir else None
+    from datasets.data import load_images
     from learning.evaluator import (FIDEvaluator, check_provenance,
                                     ensure_dataset_statistics)
     from learning.fid import FID, METRICS
     from learning.fid import features_path as fid_features_path
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
+    images = None
     if not stats or not os.path.exists(stats):
-        from datasets.data import load_images
         images, _ = load_images(config)
         stats = ensure_dataset_statistics(config, images, fid.inception)
     else:
@@ -479,7 +569,16 @@ def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None):
         features = os.path.join(save_dir, "features.npy")
         np.save(features, evaluator.fid.feature_gen.astype(np.float32))
         print(f"wrote {n} samples to {save_dir}, their Inception features to {features}")
-    return value, evaluator.last_metrics
+    splits = {config.stats_split: {"fid": value, **evaluator.last_metrics}}
+    for split in (splits_of(config)[1:] if all_splits and np.isfinite(value) else []):
+        # The same samples' features (held by `fid`) against the other split's statistics.
+        other = config.replace(stats_split=split, dataset_stats_path=None)
+        if images is None:
+            images, _ = load_images(config)
+        splits[split] = score_features(fid, ensure_dataset_statistics(other, images,
+                                                                      fid.inception),
+                                       metrics)
+    return splits
 
 
 if __name__ == "__main__":

@@ -119,3 +119,44 @@ def test_table_gives_every_seed_then_mean_and_std():
     assert lines[2] == "| 0 | 6.00 | 0.0030 | 6.20 | 0.0030 | 0.9800 |"
     assert lines[-1] == ("| mean ± std (3 runs) | 7.00 ± 1.00 | 0.0040 ± 0.0010 "
                          "| 7.20 ± 1.00 | 0.0040 ± 0.0010 | 0.9800 ± 0.0100 |")
+
+
+def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, image_folder):
+    """test.py on the seeds' folder: each seed's FID is the one test.py prints for that
+    seed's folder alone, the table's last row is their mean ± sample std, each seed's
+    record is kept, and a second call scores nothing again."""
+    import re
+    from learning.seeds import mean_std
+    parent = tmp_path / "seeds"
+    r = train("--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(parent),
+              "--seeds", "0", "1", "--set", "eval_every=1", "stats_sample_size=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def score(folder, *extra):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        return subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir",
+                               str(folder), "--n-samples", "8", "--metrics", "fid", *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    alone = {}
+    for seed in (0, 1):
+        r = score(parent / f"seed{seed}", "--out", str(tmp_path / f"f{seed}"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        alone[seed] = float(re.search(r"^FID: ([0-9.]+)$", r.stdout, re.M)[1])
+    r = score(parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((parent / "seeds_n8_seed0.json").read_text())
+    fids = {int(s): rec["splits"]["train"]["fid"] for s, rec in summary["runs"].items()}
+    assert {s: round(v, 4) for s, v in fids.items()} == alone
+    mean, std = mean_std([fids[0], fids[1]])
+    assert summary["mean"]["splits"]["train"]["fid"] == pytest.approx(mean, abs=1e-9)
+    assert summary["std"]["splits"]["train"]["fid"] == pytest.approx(std, abs=1e-9)
+    assert f"| mean ± std (2 runs) | {mean:.2f} ± {std:.2f} |" in r.stdout
+    assert (parent / "seeds_n8_seed0.md").read_text() in r.stdout
+    assert (parent / "fid_curves.png").stat().st_size > 1000
+    for seed in (0, 1):
+        assert (parent / f"seed{seed}" / "scores_n8_seed0.json").exists()
+    again = score(parent)
+    assert again.returncode == 0 and again.stdout.count("scored before") == 2
+    assert json.loads((parent / "seeds_n8_seed0.json").read_text())["runs"] == summary["runs"]
+    r = score(parent, "--scores", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "--scores takes one run" in r.stderr
