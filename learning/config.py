@@ -38,7 +38,7 @@ class Config:
     batch_size: int = 64
     num_epochs: int = 100
     init_learning_rate: float = 2e-4      # G's; D's is this times D_learning_rate_ratio
-    momentum: float = 0.5                 # used as Adam's beta_1, as in the tutorial
+    momentum: float = 0.5                 # Adam's beta_1: the tutorial sets 0.5, its code ran 0.9
     learning_rate_patience: int = 10      # FID evaluations (not epochs) with no better score
     learning_rate_decay: float = 1.0      # 1.0: no decay (the tutorial switched it off)
     eps: float = 1e-8

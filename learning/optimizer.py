@@ -1,8 +1,10 @@
 """The learning algorithm: Optimizer (abstract) and MomentumOptimizer, the tutorial's Adam.
 
-The tutorial called its trainer "MomentumOptimizer" although it builds Adam with
-beta_1 = momentum = 0.5; the name stays so the post can be followed, and `AdamOptimizer`
-is the same class under its honest name.
+The tutorial called its trainer "MomentumOptimizer" although it builds Adam, with beta_1 =
+momentum: its hyperparameters set 0.5, but its `_optimize_op` is called without them and
+falls back to 0.9 (docs/departures.md). Here beta_1 is `momentum`, 0.5 by default. The
+name stays so the post can be followed, and `AdamOptimizer` is the same class under its
+honest name.
 
 A run folder (`save_dir`) holds everything a resume needs:
   hyperparam.json        the resolved config of the latest start (written before its first
