@@ -86,7 +86,7 @@ def parse_args(argv=None):
 
 def _metrics(text):
     """--metrics fid,kid,pr,dc; learning.fid (and TensorFlow) is imported only once used."""
-    from learning.fid import parse_metrics
+    from frechet.metrics import parse_metrics
     return parse_metrics(text)
 
 
@@ -149,7 +149,7 @@ def main(argv=None):
         value, others = score(config, model, n, args.seed, args.metrics, args.collapse,
                               save_dir=args.save_samples)
         print(f"FID: {value:.4f}")
-        from learning.fid import metric_lines
+        from frechet.metrics import metric_lines
         for line in metric_lines(others):
             print(line)
     return 0
@@ -443,10 +443,11 @@ def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None):
         raise UserError("--save-samples and --collapse: a collapsed set is its first N "
                         "samples repeated; save without --collapse")
     on_pixels = sample_writer(save_dir, n) if save_dir else None
-    from learning.evaluator import (FIDEvaluator, check_provenance,
-                                    ensure_dataset_statistics)
-    from learning.fid import FID, METRICS
-    from learning.fid import features_path as fid_features_path
+    from frechet.metrics import METRICS
+    from frechet.statistics import check_provenance
+    from frechet.statistics import features_path as fid_features_path
+    from learning.evaluator import FIDEvaluator
+    from learning.fid import FID, ensure_dataset_statistics
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
     if not stats or not os.path.exists(stats):

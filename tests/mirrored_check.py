@@ -67,7 +67,7 @@ def main_eval(config, mirrored):
     import tempfile
     import warnings
     import tensorflow as tf
-    from learning.fid import save_statistics
+    from frechet.statistics import save_statistics
     rng = np.random.default_rng(0)
     features = rng.normal(size=(3000, 2048))
     stats = os.path.join(tempfile.mkdtemp(), "stats.npz")

@@ -83,7 +83,7 @@ def test_step_follows_g_updates_per_step():
 def test_inception_pass_is_11_4_gflop():
     """Inception-v3 at 299x299 is 5.7 G multiply-adds, widely quoted; ConvBN layers must be
     counted as convs for this to come out."""
-    from learning.inception import build_inception
+    from frechet.inception import build_inception
     assert forward_flops(build_inception()) == pytest.approx(11.4e9, rel=0.01)
 
 
