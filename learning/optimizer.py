@@ -43,12 +43,9 @@ from common.errors import UserError
 from common.files import WriteError, full_disk
 from datasets.prefetch import Prefetcher
 from learning import distribute, utils
-# restore_checkpoint and saved_config lived here: callers have long reached them here.
-from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager,  # noqa: F401
-                                  read_best, remove_all,
-                                  restore_checkpoint, restore_newest_readable,
-                                  resume_candidates, run_managers, save_checkpoint,
-                                  saved_config)
+from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager, read_best,
+                                  remove_all, restore_newest_readable, resume_candidates,
+                                  run_managers, save_checkpoint, saved_config)
 from learning.config import resume_changes
 from learning.interrupt import StopRequest
 from learning.records import Records

@@ -6,7 +6,7 @@ from PIL import Image
 
 from common.errors import UserError
 from learning.config import Config
-from learning.optimizer import restore_checkpoint
+from learning.checkpoints import restore_checkpoint
 from tests.conftest import make_run
 
 

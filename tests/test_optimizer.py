@@ -11,10 +11,10 @@ from common.errors import UserError
 from common.files import WriteError
 from datasets.data import Dataset
 from learning import utils
-from learning.checkpoints import checkpoint_candidates, save_checkpoint
+from learning.checkpoints import checkpoint_candidates, restore_checkpoint, save_checkpoint
 from learning.evaluator import FIDEvaluator
 from learning.interrupt import StopRequest, stop_on_signal
-from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
+from learning.optimizer import MomentumOptimizer, TrainingDiverged
 from models.nn import build_model
 from tests.conftest import make_run
 

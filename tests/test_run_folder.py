@@ -17,7 +17,7 @@ from PIL import Image
 from common.errors import UserError
 from learning import utils
 from learning.evaluator import FIDEvaluator
-from learning.optimizer import restore_checkpoint
+from learning.checkpoints import restore_checkpoint
 from models.nn import build_model
 from tests.test_end_to_end import ROOT, TINY, run, write_config
 from tests.conftest import make_run
@@ -137,7 +137,7 @@ def test_train_and_test_py_skip_a_damaged_checkpoint(tmp_path, image_folder):
 
 # ------------------------------------------------------------------ 3. resumes recorded
 def test_resume_prints_applies_and_appends_each_change(tiny_config, tmp_path, capsys):
-    from learning.optimizer import saved_config
+    from learning.checkpoints import saved_config
     make_run(tiny_config.replace(num_epochs=1), tmp_path).train(verbose=False)
     changed = tiny_config.replace(num_epochs=2, label_smoothing=0.1, init_learning_rate=1e-4)
     opt = make_run(changed, tmp_path)
