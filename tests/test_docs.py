@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from learning.config import Config
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 # A number as written: 10,000 and 16.6238 are one token each; the digits inside a name
 # (pool_3, β1, inception_v3) are not numbers.

@@ -17,13 +17,12 @@ import tensorflow as tf
 from scipy import linalg
 
 from common import progress
+from common.errors import UserError
 from frechet import cli, metrics, statistics, weights
 from frechet import inception as inception_net
 from frechet import preprocess as preprocessing
 from learning import fid
-from common.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, tiny
 
 
 def random_statistics(d, n, seed, shift=0.0):
@@ -451,7 +450,7 @@ def test_cli_refuses_empty_folders_and_single_images(image_folder, tmp_path, cap
 def test_cli_user_error_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "learning.fid", "stats", str(tmp_path / "missing"),
-         str(tmp_path / "out.npz")], cwd=REPO, capture_output=True, text=True)
+         str(tmp_path / "out.npz")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     # TensorFlow may log at import; our message is one line, the last.
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -462,11 +461,11 @@ def test_cli_user_error_exits_2_with_one_line(tmp_path):
 
 
 def test_quantize_is_what_a_png_holds():
-    from learning import utils
+    from learning import figures
     x = np.linspace(-1.2, 1.2, 4001, dtype=np.float32).reshape(1, 1, -1, 1)
     x = np.concatenate([x, np.float32([[[[np.inf], [-np.inf]]]]).repeat(1, 2)[..., :1]
                         .reshape(1, 1, -1, 1)], axis=2)
-    expected = utils.to_uint8(x).astype(np.float32)
+    expected = figures.to_uint8(x).astype(np.float32)
     np.testing.assert_array_equal(preprocessing.quantize(x).numpy(), expected)
     assert np.isnan(preprocessing.quantize(np.float32([[[[np.nan]]]])).numpy()).all()
 
@@ -475,13 +474,11 @@ def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, ca
                                                          monkeypatch):
     """The FID the training loop computes equals, to 1e-6 relative, the FID of the same
     samples saved as PNG files and scored with `python -m learning.fid score`."""
-    from learning import utils
-    from learning.config import Config
+    from learning import figures
     from learning.evaluator import FIDEvaluator
     from models.nn import build_model
     keras.utils.set_random_seed(0)
-    config = Config(image_size=(16, 16), z_dim=8, G_FC_layer_channel=16, G_channel=8,
-                    D_channel=8)
+    config = tiny()
     model = build_model(config, (16, 16, 3))
     stats = tmp_path / "stats.npz"
     mu, sigma = random_statistics(2048, 3000, seed=5)
@@ -500,7 +497,7 @@ def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, ca
         folder = tmp_path / "samples"
         folder.mkdir()
         for i, image in enumerate(model.generate(z)):
-            iio.imwrite(folder / f"{i:03d}.png", utils.to_uint8(image))
+            iio.imwrite(folder / f"{i:03d}.png", figures.to_uint8(image))
         monkeypatch.setattr(cli, "InceptionFeatures", lambda path=None: inception)
         # In batches of the same size: oneDNN picks other kernels for other batch sizes,
         # which moves features by ~1e-6 (2e-6 relative on this FID of 10 samples).
@@ -524,18 +521,16 @@ def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, 
     from the files equals the printed one to 1e-6, for grayscale (MNIST) images too; a
     folder that holds files is refused before any work."""
     import importlib.util
-    from learning.config import Config
     from models.nn import build_model
-    spec = importlib.util.spec_from_file_location("test_script", REPO / "test.py")
+    spec = importlib.util.spec_from_file_location("test_script", Path(ROOT) / "test.py")
     test_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_script)
     keras.utils.set_random_seed(0)
     stats = tmp_path / "stats.npz"
     mu, sigma = random_statistics(2048, 3000, seed=6)
     statistics.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
-    config = Config(model="dcgan", dataset="mnist", image_size=(28, 28), z_dim=8,
-                    G_FC_layer_channel=16, G_channel=8, D_channel=8, batch_size_eval=4,
-                    dataset_stats_path=str(stats))
+    config = tiny(dataset="mnist", image_size=[28, 28], batch_size_eval=4,
+                  dataset_stats_path=str(stats))
     model = build_model(config, (28, 28, 1))
     monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: inception)
     folder = tmp_path / "samples"
