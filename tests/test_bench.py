@@ -184,3 +184,15 @@ def test_train_step_bench_refuses_a_versus_setting_it_cannot_change_in_one_proce
     assert err.count("\n") == 1 and "--versus mixed_precision" in err and "--set" in err
     # What one process can change is taken.
     assert train_step.parse_args(["--versus", "jit_compile=true"]).versus == ["jit_compile=true"]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--versus", "foo"], "--versus 'foo': expected KEY=VALUE"),
+    (["--versus-env", "foo"], "--versus-env 'foo': expected NAME=VALUE")])
+def test_train_step_bench_refuses_a_versus_without_equals_in_one_line(argv, said, capsys):
+    """`--versus foo` (no `=`) is one line and status 2, not a traceback."""
+    from bench import train_step
+    with pytest.raises(SystemExit) as exit_:
+        train_step.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and said in err
