@@ -159,8 +159,8 @@ def load_statistics(path, provenance=False):
 
 
 def check_provenance(path, expected):
-    """Refuse statistics that describe something else than `expected` (a record as
-    `dataset_provenance` makes it, plus `inception_sha1`; keys set to None or missing are
+    """Refuse statistics that describe something else than `expected` (a provenance record
+    as `save_statistics` stores it, with `inception_sha1`; keys set to None or missing are
     not checked): another network, image size, crop, data set or image sample is an error;
     another sample count a warning (FID depends on it, but the data are the same). Files
     from before provenance was kept pass, with load_statistics' warning."""
