@@ -14,20 +14,34 @@ statistics (they are, once computed by this code); `--metrics` picks among them.
 score record is written to FILE.
 """
 import argparse
+import json
 import os
 import shlex
 import sys
 
+# Before TensorFlow is imported: it reads the log level once, at import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from common.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 from common.files import write_atomic, write_json_atomic  # noqa: E402
+from datasets.data import image_shape, load_images, read_mnist  # noqa: E402
+from frechet.metrics import METRICS, metric_lines, parse_metrics  # noqa: E402
+from frechet.statistics import check_provenance, features_path  # noqa: E402
+from learning import d_features, figures, latent, seeds  # noqa: E402
+from learning.checkpoints import (checkpoint_names, find_checkpoints, read_best,  # noqa: E402
+                                  read_exported, restore_newest_readable, write_export,
+                                  write_keras)
+from learning.classifier import class_accuracy, classify, load_classifier  # noqa: E402
 from learning.config import Config, add_set_argument, parse_set  # noqa: E402
-from learning import seeds  # noqa: E402
+from learning.evaluator import FIDEvaluator  # noqa: E402
+from learning.fid import FID, ensure_dataset_statistics  # noqa: E402
 from learning.scores import (checkpoint_of, make_record, read_record,  # noqa: E402
                              score_features, splits_of, write_record)
+from models.nn import build_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -68,7 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=None, help="Inception weights (default: inception_path)")
     add_set_argument(p, example="--set stats_sample_size=10000 batch_size_eval=50 (for "
                      "the evaluation keys; the model's own come from hyperparam.json)")
-    p.add_argument("--metrics", type=_metrics, default=None,
+    p.add_argument("--metrics", type=parse_metrics, default=None,
                    help="what to print after FID, from fid,kid,pr,dc (default all: KID, "
                         "precision and recall, density and coverage, k=3; they need the "
                         "real sample's features, cached beside the statistics)")
@@ -94,12 +108,6 @@ def parse_args(argv=None):
                    help="with --export: keep the averaged generator and not the trained one "
                         "(half the size; test.py samples and scores the average anyway)")
     return p.parse_args(argv)
-
-
-def _metrics(text):
-    """--metrics fid,kid,pr,dc; learning.fid (and TensorFlow) is imported only once used."""
-    from learning.fid import parse_metrics
-    return parse_metrics(text)
 
 
 def _at_least_zero(text):
@@ -229,7 +237,6 @@ def score_seeds(args):
 def print_scores(splits):
     """FID and the other metrics against the config's split (`FID: ...` first), then those
     against any other split, each line naming it."""
-    from learning.fid import metric_lines
     for i, (split, values) in enumerate(splits.items()):
         tag = "" if i == 0 else f" ({split} split)"
         print(f"FID{tag}: {values['fid']:.4f}")
@@ -268,11 +275,6 @@ def restore_model(args, config, with_d=False):
     """The run's model, its generator(s) (and D, `with_d` or --with-discriminator) restored
     from the newest checkpoint that reads whole. Returns the model, the parts restored and
     the checkpoint's path."""
-    import tensorflow as tf
-    from datasets.data import image_shape
-    from learning.checkpoints import (checkpoint_names, find_checkpoints,
-                                      restore_newest_readable)
-    from models.nn import build_model
     candidates = find_checkpoints(args.save_dir, args.checkpoint)
     model = build_model(config, image_shape(config))
     names = checkpoint_names(candidates)
@@ -293,8 +295,7 @@ def restore_model(args, config, with_d=False):
 def recalibrate(model, config):
     """The averaged generator's batch-norm statistics, recomputed for its weights exactly as
     the trainer does at the end of an epoch (the same numbers for a checkpoint it saved)."""
-    from learning import utils
-    model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
+    model.recalibrate_ema(latent.seeded_generator(config.seed, "ema batch norm"),
                           batch_size=config.batch_size)
 
 
@@ -305,9 +306,12 @@ def export_run(args, config, model, parts, ckpt_path):
         raise UserError("--ema-only: this run keeps no average of its generator "
                         "(G_ema_decay is off)")
     shipped = {k: v for k, v in parts.items() if not (args.ema_only and k == "generator")}
-    export(args.save_dir, args.export, config, shipped, ckpt_path, args.float16)
+    path, best = write_export(args.save_dir, args.export, config, shipped, ckpt_path,
+                              args.float16)
+    print(f"wrote {path} ({', '.join(sorted(shipped))}" + (", float16" if args.float16 else "")
+          + f") and {args.export}/hyperparam.json")
+    print(json.dumps({k: v for k, v in best.items() if k != "checkpoint"}))
     if args.keras:
-        from learning.checkpoints import read_exported, write_keras
         if args.float16:
             # generator.keras draws what the exported folder draws: its float16 weights,
             # then batch norm's statistics recomputed for them, as restore_model does.
@@ -324,30 +328,29 @@ def draw_figures(args, config, model, out):
     """sample_random.png and interpolate.png, then what each kind of model shows best (the
     FC GAN's z[0] sweeps, the conditional model's class grid) and what the flags ask for
     (--walk, --arithmetic, --turn), into `out`."""
-    from learning import utils
     # z through the model's own prior (GAN.sample_z), from a stream of the seed's that
     # nothing else draws from; NumPy only picks labels and arithmetic triples.
-    z_rng = utils.seeded_generator(args.seed, "test.py")
+    z_rng = latent.seeded_generator(args.seed, "test.py")
     rng = np.random.default_rng(args.seed)
     draw_z = lambda n: model.sample_z(z_rng, n).numpy()  # noqa: E731
     H, W = config.sample_H, config.sample_W
     z = draw_z(H * W)
     labels = np.arange(H * W) % config.num_classes if model.conditional else None
     save = lambda name, imgs, h, w: print(  # noqa: E731
-        "wrote", utils.save_sample_images(out, name, imgs, h, w))
+        "wrote", figures.save_sample_images(out, name, imgs, h, w))
     save("sample_random", model.generate(z, labels=labels), H, W)
     extras = {}   # what the score record keeps of the figures (the class accuracy)
 
     from_z, to_z = draw_z(1), draw_z(1)
-    z_intp = utils.interpolate(from_z, to_z, 9)
+    z_intp = latent.interpolate(from_z, to_z, 9)
     intp_labels = np.full(len(z_intp), rng.integers(config.num_classes)) \
         if model.conditional else None
     save("interpolate", model.generate(z_intp, labels=intp_labels), 1, 11)
 
     if config.model == "fc_gan":
         # The post's sweep (a fresh z per image, z[0] set), then z[0] alone on one z.
-        save("z0_sweep", model.generate(utils.z0_sweep(draw_z(100), 100)), 10, 10)
-        save("z0_sweep_fixed", model.generate(utils.z0_sweep(draw_z(1)[0], 100)), 10, 10)
+        save("z0_sweep", model.generate(latent.z0_sweep(draw_z(100), 100)), 10, 10)
+        save("z0_sweep_fixed", model.generate(latent.z0_sweep(draw_z(1)[0], 100)), 10, 10)
     if model.conditional:
         # Ten rows, each the classes in order (the digits 0 to 9 for MNIST): the post's check.
         k = config.num_classes
@@ -356,18 +359,17 @@ def draw_figures(args, config, model, out):
         if config.dataset == "mnist" and not config.data_dir:
             extras["class_accuracy"] = print_class_accuracy(model, args.seed)
     if args.walk and not model.conditional:
-        frames = utils.latent_walk(model, draw_z(5), steps=16)
-        print("wrote", utils.make_gif(frames, os.path.join(out, "latent_walk.gif"),
+        frames = latent.latent_walk(model, draw_z(5), steps=16)
+        print("wrote", figures.make_gif(frames, os.path.join(out, "latent_walk.gif"),
                                       fps=12))
     if args.arithmetic == "attribute" and not model.conditional:
         save("arithmetic", attribute_arithmetic(config, model, args.seed), 4, 4)
     elif args.arithmetic and not model.conditional:
-        groups = utils.parse_groups(args.arithmetic, H * W, rng)
-        grid = utils.vector_arithmetic(model, z, groups)
+        groups = latent.parse_groups(args.arithmetic, H * W, rng)
+        grid = latent.vector_arithmetic(model, z, groups)
         save("arithmetic", grid, 4, 4)
     if args.turn and not model.conditional:
         require_mnist(config, "--turn")
-        from learning import latent
         save("turn", model.generate(latent.turn(model, seed=args.seed)), 4, 9)
     return extras
 
@@ -376,7 +378,6 @@ def output_folder(save_dir, out=None):
     """Where test.py writes its figures: `out` if given; else the run folder, unless it is
     an exported one (pretrained/NAME), which stays as shipped: then a new runs/NAME[-K]
     under the current folder."""
-    from learning.checkpoints import read_best
     if out is None and "from_checkpoint" not in (read_best(save_dir) or {}):
         return save_dir
     if out is None:
@@ -404,8 +405,6 @@ def attribute_arithmetic(config, model, seed):
     smiling woman - neutral woman + neutral man), the triples found among 3,000 samples by
     the MNIST classifier and the stroke weight; prints what the result is read as."""
     require_mnist(config, "--arithmetic attribute")
-    from learning import latent, utils
-    from learning.classifier import classify, load_classifier
     classifier = load_classifier()
     z, groups, result = latent.attribute_arithmetic(model, classifier, seed=seed)
     image = model.generate(result[None])
@@ -413,15 +412,13 @@ def attribute_arithmetic(config, model, seed):
     print(f"bold 3 - thin 3 + thin 7 (stroke weights {weights[0]:.2f}, {weights[1]:.2f}, "
           f"{weights[2]:.2f}): read as {int(classify(classifier, image)[0])}, stroke weight "
           f"{latent.stroke_weight(image)[0]:.2f}")
-    return utils.vector_arithmetic(model, z, groups)
+    return latent.vector_arithmetic(model, z, groups)
 
 
 def print_class_accuracy(model, seed):
     """The class grid's promise, counted: how often 1,000 samples are read as the digit
     asked for by the MNIST classifier that ships (learning.classifier), beside how often it
     reads MNIST's real test digits right."""
-    from datasets.data import read_mnist
-    from learning.classifier import class_accuracy, classify, load_classifier
     classifier = load_classifier()
     accuracy = class_accuracy(model, classifier, seed=seed)
     images, labels = read_mnist(split="test")
@@ -458,8 +455,6 @@ def require_discriminator(paths, names):
 def write_d_features(config, model, n, save_dir, seed):
     """d_features.png: guided backprop of D's strongest last-conv filters on n training
     images picked with `seed`, the run's D beside D as the run initialised it."""
-    from datasets.data import image_shape, load_images
-    from learning import d_features
     if n < 1:
         raise UserError(f"--d-features {n}: show at least 1 image")
     images, _ = load_images(config)
@@ -470,42 +465,9 @@ def write_d_features(config, model, n, save_dir, seed):
                                         os.path.join(save_dir, "d_features.png"))
 
 
-def export(save_dir, out_dir, config, parts, ckpt_path, float16=False):
-    """A run folder reduced to what test.py needs, for sharing (pretrained/); `float16`:
-    its weights stored in half the bytes (learning.checkpoints.write_float16)."""
-    import json
-
-    import tensorflow as tf
-    from learning import utils
-    from learning.checkpoints import read_best
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f"--export '{out_dir}' is a file: pass a new folder")
-    if os.path.exists(os.path.join(out_dir, "best")):
-        raise UserError(f"--export '{out_dir}' already holds a checkpoint: remove it first "
-                        "or choose another folder")
-    os.makedirs(os.path.join(out_dir, "best"), exist_ok=True)
-    # save(), not write(): it records the checkpoint in best/checkpoint, with the save
-    # counter that a restore expects to find.
-    path = tf.train.Checkpoint(**parts).save(os.path.join(out_dir, "best", "best"))
-    if float16:
-        from learning.checkpoints import write_float16
-        write_float16(path)
-    # Statistics live in each user's cache, not at the trainer's path.
-    config.replace(dataset_stats_path=None).save(os.path.join(out_dir, "hyperparam.json"))
-    best = read_best(save_dir) or {}
-    utils.write_json_atomic(os.path.join(out_dir, "best", "best.json"), {
-        **{k: best[k] for k in ("epoch", "step", "score") if k in best},
-        "from_checkpoint": os.path.basename(ckpt_path), "parts": sorted(parts),
-        "dtype": "float16" if float16 else "float32"})
-    print(f"wrote {path} ({', '.join(sorted(parts))}" + (", float16" if float16 else "")
-          + f") and {out_dir}/hyperparam.json")
-    print(json.dumps({k: v for k, v in best.items() if k != "checkpoint"}))
-
-
 def sample_writer(folder, n):
     """on_pixels for FIDEvaluator.score: each scored image as folder/000000.png, ... A
     folder that holds files is refused (nothing is overwritten)."""
-    from PIL import Image
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise UserError(f"--save-samples '{folder}' exists and is not an empty folder: "
                         "choose a new one")
@@ -522,7 +484,7 @@ def sample_writer(folder, n):
 def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None,
           all_splits=False):
     """FID of n samples against the dataset statistics the run used (computed if missing),
-    and the other `metrics` (default: all of learning.fid.METRICS) as a dict, from the real
+    and the other `metrics` (default: all of frechet.metrics.METRICS) as a dict, from the real
     sample's features cached beside the statistics; without that file, FID alone.
     `collapse`: only that many distinct samples, repeated (FIDEvaluator.score's `distinct`).
     `save_dir`: also write the n scored samples there as PNGs (test.py --save-samples).
@@ -532,11 +494,6 @@ def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None,
         raise UserError("--save-samples and --collapse: a collapsed set is its first N "
                         "samples repeated; save without --collapse")
     on_pixels = sample_writer(save_dir, n) if save_dir else None
-    from datasets.data import load_images
-    from learning.evaluator import (FIDEvaluator, check_provenance,
-                                    ensure_dataset_statistics)
-    from learning.fid import FID, METRICS
-    from learning.fid import features_path as fid_features_path
     fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = config.dataset_stats_path
     images = None
@@ -552,7 +509,7 @@ def score(config, model, n, seed, metrics=None, collapse=None, save_dir=None,
             "n": config.stats_sample_size})
     fid.load_dataset_statistics(stats)
     metrics = METRICS if metrics is None else metrics
-    real = fid_features_path(stats)
+    real = features_path(stats)
     if not os.path.exists(real) or n < 4:   # k = 3 neighbours need 4 samples
         if set(metrics) - {"fid"}:
             print(f"FID only: {'no ' + real if not os.path.exists(real) else 'too few samples'}"

@@ -140,7 +140,8 @@ def _train(args, config, save_dir, chief):
           f"({images.nbytes / 2**20:.0f} MiB as uint8)")
 
     import keras
-    from learning.evaluator import dataset_stats_path, statistics_images, training_evaluator
+    from learning.evaluator import training_evaluator
+    from learning.fid import dataset_stats_path, statistics_images
     from learning.interrupt import stop_on_signal
     from learning.optimizer import MomentumOptimizer
     from models.nn import build_model

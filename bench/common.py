@@ -7,7 +7,7 @@ bfloat16 instructions: 2-3x apart), so each benchmark times, in the same run, a 
 
 FLOP convention (`forward_flops`, `gan_step_flops`): 2 FLOPs per multiply-add, counted for
 the layers that multiply (Dense, Conv2D, Conv2DTranspose, and any layer with a 4-d conv
-kernel, such as learning.inception's ConvBN); batch norm, activations, bias adds, pooling
+kernel, such as frechet.inception's ConvBN); batch norm, activations, bias adds, pooling
 and the optimiser's updates are elementwise and left out (a few percent of the total here).
   Dense            positions * in * out           (positions: 1 for a flat input)
   Conv2D           H_out * W_out * k_h * k_w * C_in * C_out    (padding counted)

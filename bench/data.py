@@ -61,7 +61,7 @@ def baseline_load(folder):
     import imageio.v3 as iio
     from skimage.transform import resize
 
-    from datasets.data import list_images
+    from common.images import list_images
 
     images = []
     for path in list_images(folder):
@@ -136,7 +136,8 @@ def quality(folder, n=200):
     import imageio.v3 as iio
     from skimage.transform import resize
 
-    from datasets.data import list_images, read_data
+    from common.images import list_images
+    from datasets.data import read_data
 
     ours = read_data(folder, IMAGE_SIZE, CROP_SIZE, max_images=n, verbose=False)
     diffs = []

@@ -1,4 +1,4 @@
-"""Benchmark learning/fid.py: Inception feature throughput and the Fréchet distance's cost.
+"""Benchmark the FID package (frechet/): Inception feature throughput and the Fréchet distance's cost.
 
     python bench/fid.py [--batch-size 50] [--rounds 4] [--image-size 64] [--torch-python PY]
                         [--versus-env NAME=VALUE ...] [--metrics-n 10000]
@@ -42,10 +42,9 @@ from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa
                           machine_info, matmul_timer)
 from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
                          stopwatch)
-from learning import fid  # noqa: E402  (the path above makes the repo importable)
-from learning.inception import (FEATURE_DIM, InceptionFeatures,  # noqa: E402
-                                build_inception, find_inception_weights,
-                                read_inception_pt)
+from frechet import metrics  # noqa: E402  (the path above makes the repo importable)
+from frechet.inception import FEATURE_DIM, InceptionFeatures, build_inception  # noqa: E402
+from frechet.weights import find_inception_weights, read_inception_pt  # noqa: E402
 
 
 def feature_pass(batch_size, image_size):
@@ -82,15 +81,15 @@ def structured_features(seed, n=4096, d=FEATURE_DIM, shift=0.0):
 
 
 def structured_statistics(seed, n=4096, d=FEATURE_DIM):
-    return fid.compute_statistics(structured_features(seed, n, d))
+    return metrics.compute_statistics(structured_features(seed, n, d))
 
 
 def metrics_seconds(n):
     """Seconds for what test.py adds after FID at n samples against n real ones: KID and
-    precision, recall, density, coverage (learning.fid.feature_metrics)."""
+    precision, recall, density, coverage (frechet.metrics.feature_metrics)."""
     real, fake = structured_features(1, n), structured_features(2, n, shift=0.05)
     start = time.perf_counter()
-    fid.feature_metrics(fake, real, ("kid", "pr", "dc"))
+    metrics.feature_metrics(fake, real, ("kid", "pr", "dc"))
     return time.perf_counter() - start
 
 
@@ -233,12 +232,12 @@ def report_others(args, seconds, others, scale):
 
 
 def time_frechet_distance():
-    """fid.frechet_distance against SciPy's sqrtm formula on 2048-d statistics: the time
+    """metrics.frechet_distance against SciPy's sqrtm formula on 2048-d statistics: the time
     of each and their relative difference."""
     mu1, sigma1 = structured_statistics(1)
     mu2, sigma2 = structured_statistics(2)
     start = time.perf_counter()
-    ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
+    ours = metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
     frechet_seconds = time.perf_counter() - start
     start = time.perf_counter()
     reference = scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2)

@@ -43,7 +43,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")   # as train.py: the step tr
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common.errors import ArgumentParser  # noqa: E402
+from common.errors import ArgumentParser, exit_on_user_error  # noqa: E402
 from bench.common import (ceiling_from, compute_dtype, describe_ceiling,  # noqa: E402
                           gan_step_flops, machine_info, matmul_timer)
 from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
@@ -88,6 +88,12 @@ def parse_args(argv=None):
                    help="a Python with torch, to run the PyTorch reference in the same run")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # --versus-env's
     args = p.parse_args(argv)
+    for flag, items, form in (("--versus", args.versus, "KEY=VALUE, e.g. jit_compile=true"),
+                              ("--versus-env", args.versus_env,
+                               "NAME=VALUE, e.g. TF_ENABLE_ONEDNN_OPTS=0")):
+        bad = [item for item in items or [] if "=" not in item]
+        if bad:
+            p.error(f"{flag} '{bad[0]}': expected {form}")
     fixed = [k for k in parse_set(args.versus) if k in PROCESS_WIDE]
     if fixed:
         p.error(f"--versus {fixed[0]}: it holds for the whole process, so a second trainer "
@@ -121,6 +127,7 @@ def loop_overhead(trainer, batches, rounds, steps):
     return out
 
 
+@exit_on_user_error
 def main():
     args = parse_args()
     s = args.image_size

@@ -21,22 +21,16 @@ import importlib.util
 import os
 import struct
 import warnings
-import zlib
 
 import numpy as np
 from PIL import Image
 
 from common.errors import UserError
-
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
+from common.images import DECODE_ERRORS, list_images, to_rgb
 
 # PIL's Lanczos filter widens with the scale factor, so downsizing is anti-aliased; it keeps
 # more detail than skimage's Gaussian pre-blur + bilinear and is faster (bench/data.py times both).
 _RESAMPLE = Image.Resampling.LANCZOS
-
-# What PIL raises for a corrupt or truncated file (a broken PNG chunk is a SyntaxError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
-                  Image.DecompressionBombError)
 
 _CHUNK = 64  # images per thread-pool task: keeps the per-task overhead negligible
 
@@ -44,55 +38,6 @@ _CHUNK = 64  # images per thread-pool task: keeps the per-task overhead negligib
 # ----------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------
-
-def list_images(data_dir):
-    """Every image under `data_dir`, recursively, sorted by path relative to `data_dir`.
-
-    An image is a file whose name ends in one of IMAGE_EXTS, in any letter case.
-    """
-    if not os.path.isdir(data_dir):
-        what = 'is not a folder' if os.path.exists(data_dir) else 'does not exist'
-        raise UserError(f"data_dir '{data_dir}' {what}: pass the folder that holds the "
-                        f"training images (e.g. FFHQ's thumbnails128x128/)")
-    found = []
-    for root, dirs, files in os.walk(data_dir):
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTS):
-                rel = os.path.relpath(os.path.join(root, name), data_dir)
-                found.append(rel)
-    if not found:
-        raise UserError(f"data_dir '{data_dir}' has no images (looked for "
-                        f"{', '.join(IMAGE_EXTS)}, in subfolders too): point it at the "
-                        f"folder of training images")
-    # Sort on the path's parts so '00000/x.png' and '00000-extra/x.png' order the same on
-    # every OS, whatever the separator.
-    found.sort(key=lambda rel: rel.split(os.sep))
-    return [os.path.join(data_dir, rel) for rel in found]
-
-
-def _to_rgb(im):
-    """A PIL image in any mode as an 8-bit RGB PIL image (alpha dropped)."""
-    if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
-        # 16-bit grayscale: scale 0..65535 to 0..255 with rounding. PIL's own convert()
-        # would clip everything above 255 to white.
-        a = np.asarray(im).astype(np.int64).clip(0, 65535)
-        im = Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))
-    if im.mode != 'RGB':
-        # Covers L, 1, P (palette), LA, PA, RGBA, CMYK, YCbCr. PIL reads 16-bit RGB(A)
-        # PNGs as 8-bit RGB(A) already (the high byte, so 65535 -> 255).
-        im = im.convert('RGB')
-    return im
-
-
-def read_image(path):
-    """One image file as it is, uint8 (H, W, 3) RGB (FID of a folder uses its images so)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(_to_rgb(im))
-    except _DECODE_ERRORS as e:
-        raise UserError(f"cannot read image '{path}' ({e}): remove or replace it") from None
-
 
 def _crop_box(path, width, height, crop_size):
     """The centre square of side `crop_size`, as PIL's (left, top, right, bottom)."""
@@ -106,10 +51,10 @@ def _crop_box(path, width, height, crop_size):
 
 
 def _load_image(path, out_hw, crop_size, resize):
-    """Decode one file, centre crop, resize: uint8 (H, W, 3). Raises _DECODE_ERRORS."""
+    """Decode one file, centre crop, resize: uint8 (H, W, 3). Raises DECODE_ERRORS."""
     with Image.open(path) as im:
         im.load()  # decode now, so a truncated file fails here, inside the try of the caller
-        im = _to_rgb(im)
+        im = to_rgb(im)
         if crop_size is not None:
             # crop() then resize(), not resize(box=...): with a box, PIL's filter still
             # reaches past the box's edges and blends the border into the crop.
@@ -129,7 +74,7 @@ def _first_size(paths):
         try:
             with Image.open(path) as im:
                 return im.size
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             continue
     return None
 
@@ -141,7 +86,7 @@ def _fill(out, paths, start, crop_size, resize):
     for i in range(start, min(start + _CHUNK, len(paths))):
         try:
             image = _load_image(paths[i], out_hw, crop_size, resize)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             failed.append(i)
             continue
         out[i] = image  # outside the try: a shape mismatch here is a bug, not a bad file

@@ -1,6 +1,6 @@
 """Checkpoints, all in one place: what one holds beyond variables (the data order, the
 config), writing one whole or not at all, finding the newest, falling back to the newest
-that reads, reading what it holds.
+that reads, reading what it holds, and exporting a run for sharing (float16, .keras).
 
 A run folder holds three kinds (learning.optimizer says what each holds):
   checkpoints/ckpt-{epoch}            at epoch ends, the latest `keep_checkpoints`
@@ -23,7 +23,7 @@ import zipfile
 import tensorflow as tf
 
 from common.errors import UserError
-from common.files import WriteError, write_atomic
+from common.files import WriteError, write_atomic, write_json_atomic
 from learning.config import Config
 
 # Where the trainer writes checkpoints: the best, those of epoch ends, the newest within an
@@ -266,6 +266,32 @@ def read_exported(folder, **parts):
                         "that test.py --export wrote")
     read_checkpoint(tf.train.Checkpoint(**parts), path).expect_partial()
     return path
+
+
+def write_export(save_dir, out_dir, config, parts, ckpt_path, float16=False):
+    """A run folder reduced to what test.py needs, for sharing (pretrained/, `test.py
+    --export`): a checkpoint of `parts` (the generator(s), D if asked) in out_dir/best, its
+    weights stored as float16 with `float16` (write_float16), hyperparam.json and best.json.
+    Returns the checkpoint's path and the run's best.json ({} if it has none)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--export '{out_dir}' is a file: pass a new folder")
+    if os.path.exists(os.path.join(out_dir, "best")):
+        raise UserError(f"--export '{out_dir}' already holds a checkpoint: remove it first "
+                        "or choose another folder")
+    os.makedirs(os.path.join(out_dir, "best"), exist_ok=True)
+    # save(), not write(): it records the checkpoint in best/checkpoint, with the save
+    # counter that a restore expects to find.
+    path = tf.train.Checkpoint(**parts).save(os.path.join(out_dir, "best", "best"))
+    if float16:
+        write_float16(path)
+    # Statistics live in each user's cache, not at the trainer's path.
+    config.replace(dataset_stats_path=None).save(os.path.join(out_dir, "hyperparam.json"))
+    best = read_best(save_dir) or {}
+    write_json_atomic(os.path.join(out_dir, "best", "best.json"), {
+        **{k: best[k] for k in ("epoch", "step", "score") if k in best},
+        "from_checkpoint": os.path.basename(ckpt_path), "parts": sorted(parts),
+        "dtype": "float16" if float16 else "float32"})
+    return path, best
 
 
 def write_keras(model, path):

@@ -14,6 +14,7 @@ from typing import Optional
 
 from common.errors import UserError
 from common.files import write_json_atomic
+from frechet.metrics import METRICS
 
 MODELS = ("dcgan", "fc_gan", "cgan")
 DATASETS = ("mnist", "folder")
@@ -22,8 +23,6 @@ Z_DISTRIBUTIONS = ("uniform", "normal")
 MIXED_PRECISION = (False, "float16", "bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 STATS_SPLITS = ("train", "test")
-# What the evaluator can report: fid, kid, pr (precision, recall), dc (density, coverage).
-EVAL_METRICS = ("fid", "kid", "pr", "dc")
 # Options that are gone, still accepted in an old hyperparam.json and ignored (with a
 # warning where the file turned one on): why each went.
 RETIRED = {"reuse_g_forward": "it did not measure faster on both oneDNN settings "
@@ -327,10 +326,10 @@ def _validate_kinds(c):
             raise UserError(f"hyperparameter 'image_size' = {list(c.image_size)!r}: "
                             "expected [width, height], two integers >= 4")
     if (not isinstance(c.eval_metrics, tuple) or "fid" not in c.eval_metrics
-            or not set(c.eval_metrics) <= set(EVAL_METRICS)):
+            or not set(c.eval_metrics) <= set(METRICS)):
         shown = list(c.eval_metrics) if isinstance(c.eval_metrics, tuple) else c.eval_metrics
         raise UserError(f"hyperparameter 'eval_metrics' = {shown!r}: expected a "
-                        f"list from {list(EVAL_METRICS)} that includes \"fid\" (it picks the "
+                        f"list from {list(METRICS)} that includes \"fid\" (it picks the "
                         "best checkpoint), e.g. [\"fid\", \"pr\"]")
     for k in ["G_hidden", "D_hidden"]:
         v = getattr(c, k)

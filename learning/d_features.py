@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from learning.utils import to_uint8
+from learning.figures import to_uint8
 
 
 def guided_leaky_relu(x, alpha):

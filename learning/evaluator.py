@@ -1,9 +1,4 @@
-"""Evaluators: how good is the generator so far. FIDEvaluator is the tutorial's.
-
-Also here: the dataset statistics FID compares against, computed from the training images
-with the same crop and resize as training, and cached.
-"""
-import hashlib
+"""Evaluators: how good is the generator so far. FIDEvaluator is the tutorial's."""
 import os
 import time
 from abc import ABC, abstractmethod
@@ -12,11 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
-from common.files import write_atomic
 from common.progress import progress_bar, timing_line
+from frechet.metrics import feature_metrics
+from frechet.preprocess import quantize
+from frechet.statistics import features_path, load_features
 from learning import distribute
-from learning import fid as fid_lib
-from learning.inception import PT_SHA1, cache_dir, quantize
+from learning.fid import FID, ensure_dataset_statistics
 
 
 class Evaluator(ABC):
@@ -55,7 +51,7 @@ class FIDEvaluator(Evaluator):
         """:param fid: learning.fid.FID, holding the network and the dataset statistics.
         :param strategy: tf.distribute strategy (default: the current one).
         :param metrics: what `score` also computes, from the same generated features, into
-            `last_metrics` (learning.fid.METRICS: kid, pr, dc besides fid).
+            `last_metrics` (frechet.metrics.METRICS: kid, pr, dc besides fid).
         :param real_features: (N, 2048) features of the real sample behind the statistics,
             or the path of their .npy; needed for any metric but FID."""
         self.fid = fid
@@ -65,7 +61,7 @@ class FIDEvaluator(Evaluator):
         self.score_threshold = score_threshold
         self.metrics = tuple(metrics)
         if isinstance(real_features, (str, os.PathLike)):
-            real_features = fid_lib.load_features(real_features)
+            real_features = load_features(real_features)
         if set(self.metrics) - {"fid"} and real_features is None:
             raise UserError(f"metrics {', '.join(m for m in self.metrics if m != 'fid')} need "
                             "the features of the real sample (the .features.npy beside the "
@@ -134,10 +130,10 @@ class FIDEvaluator(Evaluator):
         value = float(self.fid.calculate_FID())
         if verbose:
             print(timing_line(f"scored {n_drawn} samples", n_drawn,
-                                      time.perf_counter() - start_time))
+                              time.perf_counter() - start_time))
         if set(self.metrics) - {"fid"}:
-            self.last_metrics = fid_lib.feature_metrics(self.fid.feature_gen,
-                                                        self.real_features, self.metrics)
+            self.last_metrics = feature_metrics(self.fid.feature_gen, self.real_features,
+                                                self.metrics)
         return value
 
     def _generated_features(self, model, rng, count, verbose, on_pixels=None):
@@ -180,150 +176,10 @@ def training_evaluator(config, images, strategy=None):
     """The trainer's FIDEvaluator: `eval_sample_size` samples against the statistics of
     `images` (computed and cached when missing), and the other `eval_metrics` against the
     real sample's features kept beside them."""
-    fid = fid_lib.FID(config.inception_path, None, batch_size=config.batch_size_eval)
+    fid = FID(config.inception_path, None, batch_size=config.batch_size_eval)
     stats = ensure_dataset_statistics(config, images, fid.inception)
     fid.load_dataset_statistics(stats)
     real = features_path(stats) if set(config.eval_metrics) - {"fid"} else None
     return FIDEvaluator(fid, config.eval_sample_size, config.batch_size_eval,
                         config.score_threshold, strategy=strategy,
                         metrics=config.eval_metrics, real_features=real)
-
-
-# ------------------------------------------------------------------ dataset statistics
-def dataset_key(config, num_images):
-    """Names the statistics of one (dataset, crop, size, sample count)."""
-    if config.dataset == "mnist" and not config.data_dir:
-        source = f"mnist-{config.stats_split}"  # the copy that installs with the package
-    elif config.dataset == "mnist":             # IDX files or an .npz: Fashion-MNIST, ...
-        path = os.path.abspath(config.data_dir)
-        digest = hashlib.sha1(path.encode()).hexdigest()[:10]
-        source = f"mnist-{os.path.basename(path.rstrip(os.sep)) or 'data'}-{digest}"
-        if config.stats_split == "test":        # the training split keeps its old names
-            source += "-test"
-    else:
-        path = os.path.abspath(config.data_dir or "")
-        digest = hashlib.sha1(f"{path}:{num_images}".encode()).hexdigest()[:10]
-        source = f"{os.path.basename(path.rstrip(os.sep)) or 'folder'}-{digest}"
-    size = "x".join(map(str, config.image_size)) if config.image_size else "orig"
-    crop = config.crop_size or "none"
-    n = min(config.stats_sample_size, num_images)
-    # The seed picks the sample; seed 0 keeps the names files had before it was added.
-    seed = f"_seed{config.seed}" if config.seed else ""
-    return f"{source}_crop{crop}_{size}_n{n}{seed}"
-
-
-def dataset_stats_path(config, num_images):
-    """The statistics file: `dataset_stats_path` if set, else one in the cache."""
-    if config.dataset_stats_path:
-        return config.dataset_stats_path
-    return os.path.join(cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
-
-
-def _stats_sample(config, images):
-    """The indices of the `stats_sample_size` images the statistics are computed from."""
-    n = min(config.stats_sample_size, len(images))
-    return np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n])
-
-
-def dataset_provenance(config, images):
-    """What the dataset statistics for `config` are computed from, as `save_statistics`
-    records it: the data set, a SHA1 of the exact uint8 sample, crop, size, seed and n."""
-    idx = _stats_sample(config, images)
-    sample = np.ascontiguousarray(images[idx])
-    digest = hashlib.sha1(f"{sample.shape}".encode())
-    digest.update(sample.tobytes())
-    split = config.stats_split if config.dataset == "mnist" else None
-    if config.dataset == "mnist" and not config.data_dir:
-        identity = f"mnist-{split}"
-    else:
-        identity = os.path.abspath(config.data_dir or "")
-    return {"source": config.dataset, "identity": identity, "split": split,
-            "sample_sha1": digest.hexdigest(), "crop": config.crop_size,
-            "image_size": list(config.image_size) if config.image_size else None,
-            "seed": config.seed, "selection": "seeded permutation, sorted", "n": len(idx)}
-
-
-def statistics_images(config, images):
-    """The images the statistics describe: the training `images`, or with `stats_split`
-    "test" the test split of the same MNIST-style data set (Lucic et al.'s protocol)."""
-    if config.stats_split != "test":
-        return images
-    from datasets.data import read_mnist
-    return read_mnist(config.data_dir, split="test")[0]
-
-
-def ensure_dataset_statistics(config, images, inception, verbose=True):
-    """Return the path of the statistics for `images` (uint8, (N, H, W, C), as training sees
-    them; replaced by the test split with `stats_split` "test"), computing them from
-    `stats_sample_size` images drawn with `seed` if the file does not exist yet."""
-    images = statistics_images(config, images)
-    path = dataset_stats_path(config, len(images))
-    if os.path.exists(path):
-        check_provenance(path, {**dataset_provenance(config, images),
-                                "inception_sha1": getattr(inception, "weights_sha1", None)})
-        return path
-    idx = _stats_sample(config, images)
-    n = len(idx)
-    if verbose:
-        print(f"computing dataset statistics from {n} images -> {path}")
-    # A bar, then how long it took: 10,000 images take about 20 minutes on a CPU.
-    features = inception.features(images[idx], batch_size=config.batch_size_eval,
-                                  verbose=verbose)
-    mu, sigma = fid_lib.compute_statistics(features)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # The features too (float32, as the network gives them): KID needs them, not only
-    # mu and sigma. First, so that a statistics file always has its features beside it.
-    write_atomic(features_path(path), lambda f: np.save(f, features.astype(np.float32)))
-    provenance = {**dataset_provenance(config, images),
-                  "inception_sha1": getattr(inception, "weights_sha1", PT_SHA1)}
-    fid_lib.save_statistics(path, mu, sigma, n, provenance)
-    return path
-
-
-def check_provenance(path, expected):
-    """Refuse statistics that describe something else than `expected` (a record as
-    `dataset_provenance` makes it, plus `inception_sha1`; keys set to None or missing are
-    not checked): another network, image size, crop, data set or image sample is an error;
-    another sample count a warning (FID depends on it, but the data are the same). Files
-    from before provenance was kept pass, with load_statistics' warning."""
-    import warnings
-    record = fid_lib.load_statistics(path, provenance=True)[3]
-    if record is None:
-        return
-    other_count = expected.get("n") is not None and record.get("n") not in (None,
-                                                                            expected["n"])
-    what = {"inception_sha1": "the FID network's weights", "image_size": "the image size",
-            "crop": "the crop", "identity": "the data set", "sample_sha1": "the images",
-            "split": "the split"}
-    for key, name in what.items():
-        want, have = expected.get(key), record.get(key)
-        if want is None or have is None or (key == "sample_sha1" and other_count):
-            continue
-        if isinstance(want, (list, tuple)):
-            want, have = list(want), list(have)
-        if want != have:
-            raise UserError(f"statistics '{path}' do not describe this run: {name} differ "
-                            f"({key} {have!r} there, {want!r} here); delete the file to "
-                            "recompute it, or set dataset_stats_path to the right one")
-    if other_count:
-        warnings.warn(f"statistics '{path}' come from {record['n']} images, this run asks "
-                      f"for {expected['n']} (stats_sample_size): FID depends on the count",
-                      stacklevel=2)
-
-
-def record_dataset_provenance(config, images):
-    """Add provenance to the cached statistics of `config` written before it was kept (the
-    file name, `dataset_key`, is unchanged): no recomputing. The caller vouches that the
-    file was made from this config's sample with the default Inception weights. Returns
-    the record. For configs/dcgan_mnist.json:
-
-        python -c "from learning.config import Config; from datasets.data import load_images;
-        from learning.evaluator import record_dataset_provenance as r;
-        c = Config.from_json('configs/dcgan_mnist.json'); print(r(c, load_images(c)[0]))"
-    """
-    return fid_lib.add_provenance(dataset_stats_path(config, len(images)),
-                                  dataset_provenance(config, images))
-
-
-# Where the features of the real sample behind a statistics file are kept (beside it).
-features_path = fid_lib.features_path

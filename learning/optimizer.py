@@ -42,18 +42,15 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from common.errors import UserError
-from common.files import WriteError, full_disk
+from common.files import WriteError, full_disk, write_json_atomic
 from datasets.prefetch import Prefetcher
-from learning import distribute, utils
-# restore_checkpoint and saved_config lived here: callers have long reached them here.
-from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager,  # noqa: F401
-                                  read_best, remove_all,
-                                  restore_checkpoint, restore_newest_readable,
-                                  resume_candidates, run_managers, save_checkpoint,
-                                  saved_config)
+from learning import distribute, figures, latent
+from learning.checkpoints import (ConfigState, DataState, mid_epoch_manager, read_best,
+                                  remove_all, restore_newest_readable, resume_candidates,
+                                  run_managers, save_checkpoint, saved_config)
 from learning.config import resume_changes
 from learning.interrupt import StopRequest
-from learning.records import Records
+from learning.records import Records, append_jsonl
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite (nan_policy 'stop')."""
@@ -116,7 +113,7 @@ class Optimizer(ABC):
         # the same model.
         n_sample = self.sample_H * self.sample_W
         self.sample_z = tf.Variable(
-            model.sample_z(utils.seeded_generator(config.seed, "sample grid"), n_sample),
+            model.sample_z(latent.seeded_generator(config.seed, "sample grid"), n_sample),
             trainable=False)
         self.sample_labels = tf.Variable(np.arange(n_sample) % max(model.num_classes, 1),
                                          dtype=tf.int32, trainable=False)
@@ -300,7 +297,7 @@ class Optimizer(ABC):
         if stopped:
             return {**result, "stopped": stop.name, "checkpoint": self._saved[0]}
         if self.is_chief:
-            result["gif"] = utils.make_gif(utils.sample_image_paths(self.save_dir),
+            result["gif"] = figures.make_gif(figures.sample_image_paths(self.save_dir),
                                            os.path.join(self.save_dir, "training.gif"))
         else:
             distribute.remove_worker_dir(self.own_dir)
@@ -357,7 +354,7 @@ class Optimizer(ABC):
                 self._save_best(epoch, record["fid"])
             self._save_latest(epoch)
             if self.is_chief:
-                utils.plot_learning_curve(records.losses, records.metrics, self.save_dir)
+                figures.plot_learning_curve(records.losses, records.metrics, self.save_dir)
             self._print_epoch(epoch, record)
             if stop:   # it came during the end of the epoch, whose checkpoint is saved
                 return True
@@ -396,7 +393,7 @@ class Optimizer(ABC):
         elif changes and "D_learning_rate_ratio" in changes:
             self._set_learning_rate(float(self.curr_learning_rate.numpy()))
         if self.is_chief:
-            utils.append_jsonl(os.path.join(self.save_dir, "resumes.jsonl"), {
+            append_jsonl(os.path.join(self.save_dir, "resumes.jsonl"), {
                 "epoch": epoch, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "checkpoint": os.path.basename(path), "changes": changes})
 
@@ -484,19 +481,19 @@ class Optimizer(ABC):
         last = epoch == self.num_epochs
         # The averaged generator's batch-norm statistics, for its own weights, before it
         # draws the grid, is scored and is saved.
-        self.model.recalibrate_ema(utils.seeded_generator(c.seed, "ema batch norm"),
+        self.model.recalibrate_ema(latent.seeded_generator(c.seed, "ema batch norm"),
                                    batch_size=c.batch_size)
         # sample_every 0: only the last epoch's grid (docs/configuration.md), so training.gif has a frame.
         if self.is_chief and (last or (c.sample_every and epoch % c.sample_every == 0)):
             labels = self.sample_labels.numpy() if self.model.conditional else None
             images = self.model.generate(self.sample_z.numpy(), batch_size=c.batch_size_eval,
                                          labels=labels)
-            utils.save_sample_images(self.save_dir, step, images, self.sample_H, self.sample_W)
+            figures.save_sample_images(self.save_dir, step, images, self.sample_H, self.sample_W)
             with writer.as_default():
-                tf.summary.image("samples", utils.image_grid(images, self.sample_H,
+                tf.summary.image("samples", figures.image_grid(images, self.sample_H,
                                                              self.sample_W)[None, ..., None]
                                  if images.shape[-1] == 1 else
-                                 utils.image_grid(images, self.sample_H, self.sample_W)[None],
+                                 figures.image_grid(images, self.sample_H, self.sample_W)[None],
                                  step=step)
         record = {"epoch": epoch, "step": step,
                   "d_loss": _mean(r["d_loss"] for r in epoch_losses),
@@ -533,7 +530,7 @@ class Optimizer(ABC):
         save_checkpoint(self.best, epoch, name="best")
         if not self.is_chief:
             return
-        utils.write_json_atomic(os.path.join(self.save_dir, "best", "best.json"),
+        write_json_atomic(os.path.join(self.save_dir, "best", "best.json"),
                                 {"epoch": epoch, "step": int(self.step.numpy()),
                                  "score": score, "checkpoint": self.best.latest_checkpoint})
 

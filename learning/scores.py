@@ -12,6 +12,9 @@ import time
 from common.errors import UserError
 from common.files import write_json_atomic
 from common.machine import cpu_summary
+from frechet.metrics import feature_metrics
+from frechet.statistics import features_path, load_features
+from learning.checkpoints import read_best, saved_step
 
 
 def splits_of(config):
@@ -27,7 +30,6 @@ def score_features(fid, stats_path, metrics, real_features=None):
     """{metric: value} of the generated features `fid` holds against the statistics in
     `stats_path` (FID) and the real features beside them (`real_features` or the
     statistics' .features.npy: KID, precision/recall, density/coverage)."""
-    from learning.fid import feature_metrics, features_path, load_features
     fid.load_dataset_statistics(stats_path)
     values = {"fid": float(fid.calculate_FID())}
     others = tuple(m for m in metrics if m != "fid")
@@ -41,7 +43,6 @@ def score_features(fid, stats_path, metrics, real_features=None):
 def checkpoint_of(save_dir, ckpt_path):
     """{"path", "epoch", "step"} of the checkpoint scored: best.json's epoch and step for the
     best (what an exported folder holds too), else the step written in the checkpoint."""
-    from learning.checkpoints import read_best, saved_step
     best = read_best(save_dir)
     if best and os.path.dirname(os.path.abspath(ckpt_path)) == os.path.abspath(
             os.path.join(save_dir, "best")):

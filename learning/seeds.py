@@ -169,7 +169,7 @@ def plot_fid_curves(runs, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from learning.utils import read_jsonl
+    from learning.records import read_jsonl
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     curves = {}
     for seed, folder in runs:

@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from tests.conftest import tiny  # noqa: E402  (TensorFlow is not imported by it)
+
 
 def run(config, strategy, images, steps, save_dir):
     import keras
@@ -67,7 +69,7 @@ def main_eval(config, mirrored):
     import tempfile
     import warnings
     import tensorflow as tf
-    from learning.fid import save_statistics
+    from frechet.statistics import save_statistics
     rng = np.random.default_rng(0)
     features = rng.normal(size=(3000, 2048))
     stats = os.path.join(tempfile.mkdtemp(), "stats.npz")
@@ -85,14 +87,11 @@ def main_eval(config, mirrored):
 def main():
     import tempfile
     from learning import distribute
-    from learning.config import Config
     replicas, mode = int(sys.argv[1]), sys.argv[2]
     sync, steps = mode == "sync", int(sys.argv[3]) if len(sys.argv) > 3 else 0
     ema = 0.9 if len(sys.argv) > 4 and sys.argv[4] == "ema" else None
-    config = Config(model="dcgan", dataset="folder", image_size=(16, 16), batch_size=8,
-                    z_dim=8, G_FC_layer_channel=16, G_channel=8, D_channel=8, sample_H=2,
-                    sample_W=2, eval_every=0, batch_norm_sync=sync, strategy="mirrored",
-                    logical_cpu_devices=replicas, G_ema_decay=ema)
+    config = tiny(eval_every=0, batch_norm_sync=sync, strategy="mirrored",
+                  logical_cpu_devices=replicas, G_ema_decay=ema)
     mirrored = distribute.make_strategy(config)
     if mode == "eval":
         return main_eval(config, mirrored)

@@ -12,6 +12,7 @@ from keras import layers
 from bench.common import first_layer_flops, forward_flops, gan_step_flops, layer_flops
 from learning.config import Config
 from models.nn import build_model
+from tests.conftest import ROOT, tiny
 
 
 def test_dense_counts_in_times_out_per_position():
@@ -71,8 +72,7 @@ def test_tutorial_dcgan_counts():
 
 
 def test_step_follows_g_updates_per_step():
-    config = Config(image_size=(16, 16), z_dim=8, G_FC_layer_channel=16, G_channel=8,
-                    D_channel=8, g_updates_per_step=1)
+    config = tiny(g_updates_per_step=1)
     model = build_model(config, (16, 16, 3))
     one = gan_step_flops(model, config)
     three = gan_step_flops(model, config.replace(g_updates_per_step=3))
@@ -83,14 +83,13 @@ def test_step_follows_g_updates_per_step():
 def test_inception_pass_is_11_4_gflop():
     """Inception-v3 at 299x299 is 5.7 G multiply-adds, widely quoted; ConvBN layers must be
     counted as convs for this to come out."""
-    from learning.inception import build_inception
+    from frechet.inception import build_inception
     assert forward_flops(build_inception()) == pytest.approx(11.4e9, rel=0.01)
 
 
 def test_mnist_dcgan_counts():
     """configs/dcgan_mnist.json's network on 28x28x1: two stride-2 layers from 7x7."""
-    config = Config.from_json(os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "configs", "dcgan_mnist.json"))
+    config = Config.from_json(os.path.join(ROOT, "configs", "dcgan_mnist.json"))
     flops = gan_step_flops(build_model(config, (28, 28, 1)), config)
     g1, d1 = 100 * 7 * 7 * 128, 14 * 14 * 25 * 1 * 64
     g = g1 + 7 * 7 * 128 * 25 * 64 + 14 * 14 * 64 * 25 * 1
@@ -101,7 +100,7 @@ def test_mnist_dcgan_counts():
 
 
 # ------------------------------------------------------------------ timing in turn
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+BENCH = os.path.join(ROOT, "bench")
 
 
 def test_interleave_times_each_pass_once_per_round_in_turn():
@@ -185,3 +184,15 @@ def test_train_step_bench_refuses_a_versus_setting_it_cannot_change_in_one_proce
     assert err.count("\n") == 1 and "--versus mixed_precision" in err and "--set" in err
     # What one process can change is taken.
     assert train_step.parse_args(["--versus", "jit_compile=true"]).versus == ["jit_compile=true"]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--versus", "foo"], "--versus 'foo': expected KEY=VALUE"),
+    (["--versus-env", "foo"], "--versus-env 'foo': expected NAME=VALUE")])
+def test_train_step_bench_refuses_a_versus_without_equals_in_one_line(argv, said, capsys):
+    """`--versus foo` (no `=`) is one line and status 2, not a traceback."""
+    from bench import train_step
+    with pytest.raises(SystemExit) as exit_:
+        train_step.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and said in err

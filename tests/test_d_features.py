@@ -8,7 +8,7 @@ from PIL import Image
 from learning import d_features
 from learning.checkpoints import read_exported
 from learning.d_features import guided_maps, last_conv_features
-from tests.conftest import trained_run
+from tests.conftest import ROOT, trained_run
 
 
 def tiny_discriminator(alpha=0.2):
@@ -139,8 +139,7 @@ def test_shipped_dcgan_mnist_d_maps_follow_the_digit():
     from datasets.data import image_shape, load_images
     from learning.config import Config
     from models.nn import build_model
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "pretrained", "dcgan_mnist")
+    folder = os.path.join(ROOT, "pretrained", "dcgan_mnist")
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, image_shape(config))
     read_exported(folder, discriminator=model.discriminator)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from common.errors import UserError
-from datasets.data import IMAGE_EXTS, Dataset, list_images, read_data, read_mnist
+from common.images import IMAGE_EXTS, list_images
+from datasets.data import Dataset, read_data, read_mnist
 
 
 # ----------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ from common.errors import UserError
 from learning import distribute
 from learning.config import Config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"model": "dcgan", "dataset": "folder", "image_size": [16, 16], "batch_size": 8,
-        "z_dim": 8, "G_FC_layer_channel": 16, "G_channel": 8, "D_channel": 8,
-        "sample_H": 2, "sample_W": 3, "keep_checkpoints": 2, "num_epochs": 2,
-        "steps_per_epoch": 2, "eval_every": 0, "batch_norm_sync": True}
+from tests.conftest import ROOT, TINY
+
+# The tiny run, two short epochs, batch norm synchronised across replicas.
+SHORT_RUN = {**TINY, "num_epochs": 2, "steps_per_epoch": 2, "eval_every": 0,
+        "batch_norm_sync": True}
 LEARNING_RATE = 2e-4
 
 
@@ -98,7 +98,7 @@ def read_jsonl(path):
 def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_path,
                                                                           image_folder):
     config = tmp_path / "multi.json"
-    config.write_text(json.dumps({**TINY, "strategy": "multi_worker"}))
+    config.write_text(json.dumps({**SHORT_RUN, "strategy": "multi_worker"}))
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     save = str(tmp_path / "run")
@@ -122,7 +122,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_pa
 
     # One device, the same config otherwise: the same losses (batch norm synchronised).
     single = tmp_path / "single.json"
-    single.write_text(json.dumps(TINY))
+    single.write_text(json.dumps(SHORT_RUN))
     one = train(str(single), image_folder, str(tmp_path / "one"))
     stdout, stderr = one.communicate(timeout=900)
     assert one.returncode == 0, stderr[-3000:]
@@ -133,7 +133,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_restores(tmp_pa
 
     # The chief's checkpoint restores: one process resumes the run at epoch 2, step 4.
     resume = tmp_path / "resume.json"
-    resume.write_text(json.dumps({**TINY, "num_epochs": 3}))
+    resume.write_text(json.dumps({**SHORT_RUN, "num_epochs": 3}))
     r = train(str(resume), image_folder, save)
     stdout, stderr = r.communicate(timeout=900)
     assert r.returncode == 0, stderr[-3000:]

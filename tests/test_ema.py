@@ -6,7 +6,7 @@ from PIL import Image
 
 from common.errors import UserError
 from learning.config import Config
-from learning.optimizer import restore_checkpoint
+from learning.checkpoints import restore_checkpoint
 from tests.conftest import make_run
 
 
@@ -143,9 +143,9 @@ def test_test_py_uses_the_average_unless_no_ema(tiny_config, tmp_path):
     raw_grid = np.asarray(Image.open(tmp_path / "sample_random.png"))
     assert ema_grid.shape == raw_grid.shape and not np.array_equal(ema_grid, raw_grid)
     # The grid test.py drew with the average is the average's output for the same z.
-    from learning import utils
-    z = opt.model.sample_z(utils.seeded_generator(0, "test.py"), 6).numpy()
-    expected = utils.image_grid(opt.model.generator_ema(z, training=False).numpy(), 2, 3)
+    from learning import figures, latent
+    z = opt.model.sample_z(latent.seeded_generator(0, "test.py"), 6).numpy()
+    expected = figures.image_grid(opt.model.generator_ema(z, training=False).numpy(), 2, 3)
     assert np.abs(ema_grid.astype(int) - expected.astype(int)).max() <= 1
 
 

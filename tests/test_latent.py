@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learning import latent, utils
+from learning import latent
 from learning.checkpoints import read_exported
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def bar(width, shear=0.0, size=28):
@@ -54,7 +53,7 @@ def shipped_dcgan_mnist():
     config = Config.from_json(os.path.join(folder, "hyperparam.json"))
     model = build_model(config, (28, 28, 1))
     read_exported(folder, generator_ema=model.generator_ema)
-    model.recalibrate_ema(utils.seeded_generator(config.seed, "ema batch norm"),
+    model.recalibrate_ema(latent.seeded_generator(config.seed, "ema batch norm"),
                           batch_size=config.batch_size)
     return model
 

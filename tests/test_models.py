@@ -7,8 +7,7 @@ import tensorflow as tf
 from common.errors import UserError
 from learning.config import Config
 from models.nn import DCGAN, build_model, conv_depth, discriminator_loss, generator_loss
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def test_losses_follow_the_label_convention():

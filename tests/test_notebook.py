@@ -5,10 +5,11 @@ import os
 
 import pytest
 
+from tests.conftest import ROOT
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "tour.ipynb")
 
 

@@ -10,18 +10,13 @@ import tensorflow as tf
 from common.errors import UserError
 from common.files import WriteError
 from datasets.data import Dataset
-from learning import utils
-from learning.checkpoints import checkpoint_candidates, save_checkpoint
+from learning import records
+from learning.checkpoints import checkpoint_candidates, restore_checkpoint, save_checkpoint
 from learning.evaluator import FIDEvaluator
 from learning.interrupt import StopRequest, stop_on_signal
-from learning.optimizer import MomentumOptimizer, TrainingDiverged, restore_checkpoint
+from learning.optimizer import MomentumOptimizer, TrainingDiverged
 from models.nn import build_model
-from tests.conftest import make_run
-
-
-def weights(opt):
-    return [v.numpy().copy() for v in
-            opt.model.generator.variables + opt.model.discriminator.variables]
+from tests.conftest import fake_evaluator, make_run, weights
 
 
 def optimizer_slots(opt):
@@ -75,16 +70,16 @@ def test_resume_continues_step_count_and_stream(tiny_config, tmp_path):
     straight.train(verbose=False)
     for a, b in zip(weights(resumed), weights(straight)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    lines = utils.read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl"))
+    lines = records.read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl"))
     assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
-    steps = [r["step"] for r in utils.read_jsonl(str(tmp_path / "resumed" / "losses.jsonl"))]
+    steps = [r["step"] for r in records.read_jsonl(str(tmp_path / "resumed" / "losses.jsonl"))]
     assert steps == list(range(1, 21))
 
 
 def test_repair_drops_half_line_and_redone_epoch(tmp_path):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
-    kept = utils.repair_jsonl(str(p), lambda r: r["epoch"] <= 2)
+    kept = records.repair_jsonl(str(p), lambda r: r["epoch"] <= 2)
     assert kept == [{"epoch": 1}, {"epoch": 2}]
     assert p.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
 
@@ -140,26 +135,16 @@ def test_nan_skip_leaves_weights_alone(tiny_config, tmp_path):
     assert bool(out["finite"]) and int(opt.optimize_D.iterations.numpy()) == 1
 
 
-class FakeEvaluator(FIDEvaluator):
-    """Scores from a list, to test the best-checkpoint rules without Inception."""
-    def __init__(self, scores):
-        super().__init__(fid=None)
-        self.scores = list(scores)
-
-    def score(self, model, **kwargs):
-        return self.scores.pop(0)
-
-
 def test_best_never_replaced_by_worse_or_nonfinite(tiny_config, tmp_path):
     c = tiny_config.replace(num_epochs=4, eval_every=1)
     opt = make_run(c, tmp_path)
-    opt.evaluator = FakeEvaluator([50.0, 40.0, float("inf"), 45.0])
+    opt.evaluator = fake_evaluator([50.0, 40.0, float("inf"), 45.0])
     opt.best_score.assign(opt.evaluator.worst_score)
     opt.train(verbose=False)
     best = json.loads((tmp_path / "best" / "best.json").read_text())
     assert best["epoch"] == 2 and best["score"] == 40.0
     assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("best-2")
-    metrics = utils.read_jsonl(str(tmp_path / "metrics.jsonl"))
+    metrics = records.read_jsonl(str(tmp_path / "metrics.jsonl"))
     assert [m["fid"] for m in metrics] == [50.0, 40.0, float("inf"), 45.0]
 
 
@@ -167,9 +152,9 @@ def test_learning_rate_decays_after_patience(tiny_config, tmp_path):
     c = tiny_config.replace(num_epochs=4, eval_every=1, learning_rate_patience=1,
                             learning_rate_decay=0.5)
     opt = make_run(c, tmp_path)
-    opt.evaluator = FakeEvaluator([50.0, 60.0, 60.0, 60.0])
+    opt.evaluator = fake_evaluator([50.0, 60.0, 60.0, 60.0])
     opt.train(verbose=False)
-    lrs = [m["learning_rate"] for m in utils.read_jsonl(str(tmp_path / "metrics.jsonl"))]
+    lrs = [m["learning_rate"] for m in records.read_jsonl(str(tmp_path / "metrics.jsonl"))]
     # bad epochs: 0, 1, 2 (> patience: decay, reset), 1
     assert lrs == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
@@ -194,7 +179,7 @@ def test_d_learning_rate_ratio_scales_d_only_and_follows_the_decay(tiny_config, 
         after = run.model.discriminator.trainable_variables
         moved.append(max(float(np.abs(a.numpy() - b).max()) for a, b in zip(after, before)))
     assert moved[1] == pytest.approx(4 * moved[0], rel=1e-3)
-    opt.evaluator = FakeEvaluator([50.0, 60.0, 60.0, 60.0])
+    opt.evaluator = fake_evaluator([50.0, 60.0, 60.0, 60.0])
     opt.train(verbose=False)
     assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
     assert float(opt.optimize_D.learning_rate.numpy()) == pytest.approx(4e-4)
@@ -340,8 +325,8 @@ class StopAt(StopRequest):
 def run_files(save_dir):
     """losses.jsonl and metrics.jsonl as records, without the wall-clock seconds."""
     metrics = [{k: v for k, v in r.items() if k != "seconds"}
-               for r in utils.read_jsonl(os.path.join(save_dir, "metrics.jsonl"))]
-    return utils.read_jsonl(os.path.join(save_dir, "losses.jsonl")), metrics
+               for r in records.read_jsonl(os.path.join(save_dir, "metrics.jsonl"))]
+    return records.read_jsonl(os.path.join(save_dir, "losses.jsonl")), metrics
 
 
 def test_stop_mid_epoch_then_resume_equals_the_uninterrupted_run(tiny_config, tmp_path):
@@ -465,7 +450,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkey
         "same command to resume from it")
     assert sorted(os.listdir(mid)) == ["checkpoint", "ckpt-2.data-00000-of-00001",
                                        "ckpt-2.index"]
-    assert [r["step"] for r in utils.read_jsonl(str(tmp_path / "losses.jsonl"))] == [1, 2, 3, 4]
+    assert [r["step"] for r in records.read_jsonl(str(tmp_path / "losses.jsonl"))] == [1, 2, 3, 4]
     monkeypatch.undo()
     resumed = make_run(c, tmp_path)
     assert resumed.restore() == str(mid / "ckpt-2") and int(resumed.step.numpy()) == 2
@@ -512,7 +497,7 @@ def test_step_reports_what_d_made_of_the_real_batch(tiny_config, tmp_path):
     assert 0 < float(out["D_fake"]) < 1 and abs(float(out["D_fake"]) - by_hand) > 1e-6
     opt = make_run(tiny_config.replace(num_epochs=1), tmp_path / "run")
     opt.train(verbose=False)
-    record = utils.read_jsonl(os.path.join(tmp_path, "run", "metrics.jsonl"))[-1]
-    steps = utils.read_jsonl(os.path.join(tmp_path, "run", "losses.jsonl"))
+    record = records.read_jsonl(os.path.join(tmp_path, "run", "metrics.jsonl"))[-1]
+    steps = records.read_jsonl(os.path.join(tmp_path, "run", "losses.jsonl"))
     assert record["D_real"] == pytest.approx(np.mean([s["D_real"] for s in steps]))
     assert record["D_fake"] == pytest.approx(np.mean([s["D_fake"] for s in steps]))

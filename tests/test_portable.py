@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from learning.checkpoints import read_exported, write_keras
 from learning.config import Config
-from learning.utils import seeded_generator
+from learning.latent import seeded_generator
 from models.nn import build_model
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Run in a fresh Python that refuses to import this repository's packages.
 LOADER = """
 import sys, json, importlib.abc

@@ -72,7 +72,7 @@ def test_the_fid_network_computes_in_float32_under_a_mixed_policy(policy):
     """train.py sets the mixed policy before its evaluator builds Inception; the FID network
     must not take it (in bfloat16 its features, and so the in-training FID, are another
     number), and building it leaves the policy as it was."""
-    from learning.inception import build_inception
+    from frechet.inception import build_inception
     keras.mixed_precision.set_global_policy(policy)
     try:
         net = build_inception()

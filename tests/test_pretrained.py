@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from learning.checkpoints import read_checkpoint, read_exported
 from learning.config import Config
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained")
 NAMES = ["default", "dcgan_mnist", "fc_gan_mnist", "cgan_mnist", "dcgan_fashion_mnist"]
 # The shipped conditional G draws the asked digit in 0.981 of 1,000 samples (test.py's

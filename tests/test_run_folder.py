@@ -15,13 +15,11 @@ import tensorflow as tf
 from PIL import Image
 
 from common.errors import UserError
-from learning import utils
+from learning import records
 from learning.evaluator import FIDEvaluator
-from learning.optimizer import restore_checkpoint
+from learning.checkpoints import restore_checkpoint
 from models.nn import build_model
-from tests.test_end_to_end import ROOT, TINY, run, write_config
-from tests.conftest import make_run
-from tests.test_optimizer import FakeEvaluator, weights
+from tests.conftest import ROOT, TINY_RUN, fake_evaluator, make_run, run, weights, write_config
 
 
 def truncate(path):
@@ -137,7 +135,7 @@ def test_train_and_test_py_skip_a_damaged_checkpoint(tmp_path, image_folder):
 
 # ------------------------------------------------------------------ 3. resumes recorded
 def test_resume_prints_applies_and_appends_each_change(tiny_config, tmp_path, capsys):
-    from learning.optimizer import saved_config
+    from learning.checkpoints import saved_config
     make_run(tiny_config.replace(num_epochs=1), tmp_path).train(verbose=False)
     changed = tiny_config.replace(num_epochs=2, label_smoothing=0.1, init_learning_rate=1e-4)
     opt = make_run(changed, tmp_path)
@@ -153,7 +151,7 @@ def test_resume_prints_applies_and_appends_each_change(tiny_config, tmp_path, ca
     assert saved_config(opt.latest.latest_checkpoint) == changed
 
     make_run(changed.replace(num_epochs=3), tmp_path).train(verbose=False)
-    lines = utils.read_jsonl(str(tmp_path / "resumes.jsonl"))
+    lines = records.read_jsonl(str(tmp_path / "resumes.jsonl"))
     assert [(r["epoch"], r["step"], r["checkpoint"]) for r in lines] == [
         (1, 5, "ckpt-1"), (2, 10, "ckpt-2")]
     assert lines[0]["changes"] == {"init_learning_rate": [2e-4, 1e-4], "num_epochs": [1, 2],
@@ -183,7 +181,7 @@ def test_resume_refuses_turning_the_average_off(tiny_config, tmp_path):
 def test_fid_above_1000_still_saves_a_best(tiny_config, tmp_path):
     assert FIDEvaluator(fid=None).worst_score == float("inf")
     opt = make_run(tiny_config.replace(num_epochs=2, eval_every=1), tmp_path)
-    opt.evaluator = FakeEvaluator([1500.0, 1200.0])
+    opt.evaluator = fake_evaluator([1500.0, 1200.0])
     opt.best_score.assign(FIDEvaluator(fid=None).worst_score)
     opt.train(verbose=False)
     text = (tmp_path / "best" / "best.json").read_text()
@@ -211,7 +209,7 @@ def test_class_grid_has_a_column_per_class(tmp_path):
     """test.py's grid: ten rows of the num_classes classes (it had ten columns whatever
     num_classes was, and labels past it became empty one-hot vectors)."""
     from learning.config import Config
-    c = Config.from_dict({**TINY, "model": "cgan", "num_classes": 3, "G_hidden": [8],
+    c = Config.from_dict({**TINY_RUN, "model": "cgan", "num_classes": 3, "G_hidden": [8],
                           "D_hidden": [8]})
     save = tmp_path / "run"
     save.mkdir()

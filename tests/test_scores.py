@@ -2,20 +2,16 @@
 written as a score record that equals what each split's own scoring prints."""
 import gzip
 import json
-import os
 import re
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests.conftest import TINY, our_lines, run
 
-ROOT = conftest.ROOT
 # A tiny DCGAN on 28x28 digits read from IDX files, as Fashion-MNIST is read.
-TINY_MNIST = {**conftest.TINY, "dataset": "mnist", "image_size": [28, 28], "num_epochs": 1,
+TINY_MNIST = {**TINY, "dataset": "mnist", "image_size": [28, 28], "num_epochs": 1,
               "steps_per_epoch": 2, "eval_every": 0, "stats_sample_size": 24,
               "eval_sample_size": 16}
 
@@ -30,9 +26,7 @@ def write_idx(folder, split, images):
 
 
 def script(name, *args, cache):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GAN_TF2_CACHE": cache}
-    return subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, env=env)
+    return run(name, *args, timeout=900, env={"GAN_TF2_CACHE": cache})
 
 
 def printed(stdout, tag=""):
@@ -45,7 +39,7 @@ def printed(stdout, tag=""):
 def mnist_run(tmp_path_factory):
     """A tiny run on IDX digits (a training and a test split that differ), trained one
     epoch, and a cache holding only the network's weights (not the data's statistics)."""
-    from learning.inception import find_inception_weights
+    from frechet.weights import find_inception_weights
     tmp = tmp_path_factory.mktemp("scores")
     data = tmp / "digits"
     data.mkdir()
@@ -99,8 +93,5 @@ def test_scores_record_equals_each_split_scored_alone(mnist_run, tmp_path):
     before = record_path.read_bytes()
     r = script("test.py", *common, "--scores", str(record_path), cache=cache)
     assert r.returncode == 2 and "never overwritten" in r.stderr
-    ours = [line for line in r.stderr.strip().splitlines()
-            if not re.match(r"[IWE]\d{4} |WARNING: All log messages|To enable the following",
-                            line.strip())]            # --metrics loads TensorFlow, which says so
-    assert len(ours) == 1 and "restored" not in r.stdout
+    assert len(our_lines(r.stderr)) == 1 and "restored" not in r.stdout
     assert record_path.read_bytes() == before

@@ -1,36 +1,22 @@
 """Several training seeds: train.py --seeds, their folder, and the mean ± std table."""
 import json
 import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
 
-from tests import conftest
-
-ROOT = conftest.ROOT
-TINY = {**conftest.TINY, "num_epochs": 1, "eval_every": 0, "steps_per_epoch": 3}
+from tests.conftest import checkpoint_values, our_lines, run, write_config
 
 
 def train(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--quiet", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-
-
-def checkpoint_values(prefix):
-    import tensorflow as tf
-    reader = tf.train.load_checkpoint(prefix)
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if "save_counter" not in k}
+    return run("train.py", "--quiet", *args)
 
 
 @pytest.fixture
 def tiny_json(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+    """The tiny run, one epoch of three steps."""
+    return write_config(tmp_path, num_epochs=1, eval_every=0, steps_per_epoch=3)
 
 
 def test_each_seed_is_the_run_that_seed_trains_alone(tmp_path, tiny_json, image_folder):
@@ -81,7 +67,7 @@ def test_seeds_are_never_mixed_up(tmp_path, tiny_json, image_folder):
     for extra, message in cases:
         r = train(*args, *extra)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr[-2000:])
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert len(our_lines(r.stderr)) == 1, r.stderr
     assert sorted(os.listdir(parent)) == ["seed2", "seeds.json"]
     one = tmp_path / "one"
     r = train("--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(one))
@@ -125,18 +111,15 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
     """test.py on the seeds' folder: each seed's FID is the one test.py prints for that
     seed's folder alone, the table's last row is their mean ± sample std, each seed's
     record is kept, and a second call scores nothing again."""
-    import re
     from learning.seeds import mean_std
     parent = tmp_path / "seeds"
     r = train("--config", tiny_json, "--data-dir", image_folder, "--save-dir", str(parent),
-              "--seeds", "0", "1", "--set", "eval_every=1", "stats_sample_size=16")
+              "--seeds", "0", "1", "--set", "eval_every=1")
     assert r.returncode == 0, r.stderr[-3000:]
 
     def score(folder, *extra):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        return subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--save-dir",
-                               str(folder), "--n-samples", "8", "--metrics", "fid", *extra],
-                              cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+        return run("test.py", "--save-dir", str(folder), "--n-samples", "8", "--metrics", "fid",
+                   *extra, timeout=900)
     alone = {}
     for seed in (0, 1):
         r = score(parent / f"seed{seed}", "--out", str(tmp_path / f"f{seed}"))

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learning import utils
+from learning import records
 from models import nn
-from tests.conftest import make_run
-from tests.test_optimizer import FakeEvaluator
+from tests.conftest import ROOT, fake_evaluator, make_run
 
 
 def d_weights(opt):
@@ -43,8 +42,7 @@ def bce(logits, target):
 # ------------------------------------------------------------------ documented rows
 def config_row(key):
     """The row of docs/configuration.md's table that documents `key`."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "docs", "configuration.md")
+    path = os.path.join(ROOT, "docs", "configuration.md")
     with open(path, encoding="utf-8") as f:
         rows = [line for line in f if line.startswith(f"| `{key}` |")]
     assert len(rows) == 1, f"docs/configuration.md: {len(rows)} rows for '{key}'"
@@ -77,7 +75,7 @@ def test_steps_per_epoch_sets_the_epoch_length_beyond_one_pass(tiny_config, tmp_
     assert make_run(tiny_config, tmp_path / "default").steps_per_epoch == 5
     result = opt.train(verbose=False)
     assert result["step"] == 14
-    assert [m["step"] for m in utils.read_jsonl(str(tmp_path / "metrics.jsonl"))] == [7, 14]
+    assert [m["step"] for m in records.read_jsonl(str(tmp_path / "metrics.jsonl"))] == [7, 14]
     short = make_run(tiny_config.replace(num_epochs=1, steps_per_epoch=3), tmp_path / "short")
     assert short.train(verbose=False)["step"] == 3
 
@@ -90,9 +88,9 @@ def test_learning_rate_patience_counts_evaluations_not_epochs(tiny_config, tmp_p
     c = tiny_config.replace(num_epochs=6, eval_every=2, learning_rate_patience=1,
                             learning_rate_decay=0.5)
     opt = make_run(c, tmp_path)
-    opt.evaluator = FakeEvaluator([50.0, 60.0, 60.0])
+    opt.evaluator = fake_evaluator([50.0, 60.0, 60.0])
     opt.train(verbose=False)
-    metrics = utils.read_jsonl(str(tmp_path / "metrics.jsonl"))
+    metrics = records.read_jsonl(str(tmp_path / "metrics.jsonl"))
     assert [m["fid"] for m in metrics] == [None, 50.0, None, 60.0, None, 60.0]
     # Each line records the rate its epoch trained at.
     assert [m["learning_rate"] for m in metrics] == pytest.approx([2e-4] * 6)

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from learning import utils
+from learning import figures, latent, records
 
 
 def test_interpolate_includes_both_ends():
     v1, v2 = np.zeros(4), np.full(4, 10.0)
-    z = utils.interpolate(v1, v2, 9)
+    z = latent.interpolate(v1, v2, 9)
     assert z.shape == (11, 4)
     np.testing.assert_allclose(z[0], v1)
     np.testing.assert_allclose(z[-1], v2)
@@ -16,23 +16,23 @@ def test_interpolate_includes_both_ends():
 
 def test_image_grid_places_images_row_by_row():
     imgs = np.stack([np.full((2, 3, 1), v) for v in np.linspace(-1, 1, 6)]).astype(np.float32)
-    grid = utils.image_grid(imgs, 2, 3, pad=1)
+    grid = figures.image_grid(imgs, 2, 3, pad=1)
     assert grid.shape == (2 * 3 - 1, 3 * 4 - 1)
     assert grid[0, 0] == 0 and grid[0, 4] == round((-1 + 0.4 + 1) * 127.5)
     assert grid[3, 0] == round((0.2 + 1) * 127.5) and grid[-1, -1] == 255
     assert grid[2, 0] == 255  # the gap between rows is white
     with pytest.raises(ValueError):
-        utils.image_grid(imgs, 2, 2)
+        figures.image_grid(imgs, 2, 2)
 
 
 def test_to_uint8_handles_range_and_nan():
-    out = utils.to_uint8(np.array([-1.0, 0.0, 1.0, 2.0, np.nan]))
+    out = figures.to_uint8(np.array([-1.0, 0.0, 1.0, 2.0, np.nan]))
     assert out.tolist() == [0, 128, 255, 255, 0]
 
 
 def test_z0_sweep_varies_only_z0():
     z = np.random.default_rng(0).standard_normal(100).astype(np.float32)
-    sweep = utils.z0_sweep(z, 100)
+    sweep = latent.z0_sweep(z, 100)
     assert sweep.shape == (100, 100)
     np.testing.assert_allclose(sweep[:, 0], np.linspace(-1, 1, 100), atol=1e-6)
     np.testing.assert_array_equal(sweep[:, 1:], np.tile(z[1:], (100, 1)))
@@ -41,7 +41,7 @@ def test_z0_sweep_varies_only_z0():
 def test_z0_sweep_of_fresh_z_keeps_each_images_own_rest():
     """Post 001's sweep: a new z per image, z[0] set to -1 + 0.02 i (here linspace)."""
     z = np.random.default_rng(1).standard_normal((100, 100)).astype(np.float32)
-    sweep = utils.z0_sweep(z, 100)
+    sweep = latent.z0_sweep(z, 100)
     np.testing.assert_allclose(sweep[:, 0], np.linspace(-1, 1, 100), atol=1e-6)
     np.testing.assert_array_equal(sweep[:, 1:], z[:, 1:])
     assert not np.array_equal(sweep[0, 1:], sweep[1, 1:])
@@ -52,21 +52,21 @@ def test_arithmetic_uses_means_of_three():
     z = np.arange(30, dtype=np.float32).reshape(10, 3)
     groups = [[0, 1, 2], [3, 4, 5], [6, 7, 9]]
     expected = z[[0, 1, 2]].mean(0) - z[[3, 4, 5]].mean(0) + z[[6, 7, 9]].mean(0)
-    np.testing.assert_allclose(utils.arithmetic_z(z, groups), expected)
+    np.testing.assert_allclose(latent.arithmetic_z(z, groups), expected)
     # Not the arithmetic of single vectors.
-    assert not np.allclose(utils.arithmetic_z(z, groups), z[0] - z[3] + z[6])
+    assert not np.allclose(latent.arithmetic_z(z, groups), z[0] - z[3] + z[6])
 
 
 def test_parse_groups():
     rng = np.random.default_rng(0)
-    assert utils.parse_groups("1,2,3;4,5,6;7,8,9", 20, rng) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    random = utils.parse_groups("random", 20, rng)
+    assert latent.parse_groups("1,2,3;4,5,6;7,8,9", 20, rng) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    random = latent.parse_groups("random", 20, rng)
     assert len({i for g in random for i in g}) == 9
-    small = utils.parse_groups("random", 6, rng)     # a 2 x 3 grid still works
+    small = latent.parse_groups("random", 6, rng)     # a 2 x 3 grid still works
     assert all(0 <= i < 6 for g in small for i in g)
     for bad in ("1,2;3,4,5;6,7,8", "1,2,3;4,5,6", "0,1,2;3,4,5;6,7,8", "a,b,c;1,2,3;4,5,6"):
         with pytest.raises(UserError, match="three triples"):
-            utils.parse_groups(bad, 20, rng)
+            latent.parse_groups(bad, 20, rng)
 
 
 def test_vector_arithmetic_grid_has_the_result_last():
@@ -75,23 +75,23 @@ def test_vector_arithmetic_grid_has_the_result_last():
             return np.asarray(z)[:, None, None, :1]
     z = np.arange(20, dtype=np.float32)[:, None].repeat(2, 1)
     groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    out = utils.vector_arithmetic(Echo(), z, groups)[:, 0, 0, 0]
+    out = latent.vector_arithmetic(Echo(), z, groups)[:, 0, 0, 0]
     assert out.tolist() == [0, 1, 2, 1, 3, 4, 5, 4, 6, 7, 8, 7, 1, 4, 7, 1 - 4 + 7]
 
 
 def test_jsonl_round_trip_and_half_line(tmp_path):
     p = str(tmp_path / "m.jsonl")
-    utils.append_jsonl(p, {"epoch": 1})
-    utils.append_jsonl(p, [{"epoch": 2}, {"epoch": 3}])
+    records.append_jsonl(p, {"epoch": 1})
+    records.append_jsonl(p, [{"epoch": 2}, {"epoch": 3}])
     with open(p, "a") as f:
         f.write('{"epoch": 4, "fi')
-    assert [r["epoch"] for r in utils.read_jsonl(p)] == [1, 2, 3]
+    assert [r["epoch"] for r in records.read_jsonl(p)] == [1, 2, 3]
 
 
 def test_learning_curve_files(tmp_path):
     losses = [{"step": i, "d_loss": 1.0 / i, "g_loss": 2.0} for i in range(1, 20)]
     metrics = [{"epoch": 1, "fid": 50.0, "n_samples": 100}, {"epoch": 2, "fid": None}]
-    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    figures.plot_learning_curve(losses, metrics, str(tmp_path))
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert (tmp_path / "learning_curve.svg").exists()
 
@@ -101,9 +101,9 @@ def test_latent_walk_gif_of_grayscale_model(tmp_path):
     from models.nn import build_model
     model = build_model(Config(model="fc_gan", image_size=(28, 28), z_dim=4,
                                G_hidden=(8,), D_hidden=(8,)), (28, 28, 1))
-    frames = utils.latent_walk(model, np.random.default_rng(0).standard_normal((3, 4)), 6)
+    frames = latent.latent_walk(model, np.random.default_rng(0).standard_normal((3, 4)), 6)
     assert len(frames) == 3 * 5 and frames[0].shape == (28, 28, 1)
-    path = utils.make_gif(frames, str(tmp_path / "walk.gif"))
+    path = figures.make_gif(frames, str(tmp_path / "walk.gif"))
     import imageio.v2 as imageio
     assert len(imageio.mimread(path)) == 15
 
@@ -128,7 +128,7 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
     # repair_jsonl goes through it too: a rewrite keeps only the records asked for.
     log = tmp_path / "m.jsonl"
     log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
-    assert utils.repair_jsonl(str(log), lambda r: r["epoch"] < 2) == [{"epoch": 1}]
+    assert records.repair_jsonl(str(log), lambda r: r["epoch"] < 2) == [{"epoch": 1}]
     assert log.read_text() == '{"epoch": 1}\n'
 
 
@@ -142,7 +142,7 @@ def test_learning_curve_draws_every_fid_point_and_names_the_sample_count(tmp_pat
     losses = [{"step": s, "d_loss": 1.0, "g_loss": 2.0} for s in range(1, 11)]
     metrics = [{"epoch": e, "fid": (50.0 / e if e % 2 == 0 else None),
                 "n_samples": (2000 if e % 2 == 0 else None)} for e in range(1, 11)]
-    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    figures.plot_learning_curve(losses, metrics, str(tmp_path))
     bottom = drawn[0].axes[1]
     line = bottom.lines[0]
     assert list(line.get_xdata()) == [2, 4, 6, 8, 10]
@@ -152,7 +152,7 @@ def test_learning_curve_draws_every_fid_point_and_names_the_sample_count(tmp_pat
     # D's mean outputs of every epoch, on the right-hand axis, beside the 1/2 line.
     for m in metrics:
         m.update(D_real=0.9 - 0.03 * m["epoch"], D_fake=0.1 + 0.03 * m["epoch"])
-    utils.plot_learning_curve(losses, metrics, str(tmp_path))
+    figures.plot_learning_curve(losses, metrics, str(tmp_path))
     right = drawn[1].axes[2]
     labels = {l.get_label(): l for l in right.lines}
     assert list(labels["D(x), real"].get_xdata()) == list(range(1, 11))
@@ -181,7 +181,7 @@ def test_a_write_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
     log = tmp_path / "losses.jsonl"
     log.mkdir()                                     # appending to it fails: a folder
     with pytest.raises(WriteError, match=f"cannot write '{log}' \\(Is a directory\\)"):
-        utils.append_jsonl(str(log), {"step": 1})
+        records.append_jsonl(str(log), {"step": 1})
 
     events = "/run/logs/events.out.tfevents.1.v2"
     error = full_disk(RuntimeError(

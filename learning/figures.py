@@ -1,6 +1,6 @@
-"""Figures and files: sample grids, the learning curve, interpolation, GIFs, JSON lines."""
+"""Figures of a run: sample grids, the learning curve, the training GIF (the tutorial's
+pictures), as files (matplotlib's file backend: no screen needed)."""
 import glob
-import json
 import os
 import re
 
@@ -11,21 +11,9 @@ matplotlib.use("Agg")  # no screen needed: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-# write_json_atomic lives with write_atomic; callers have long reached it here.
-from common.files import reporting, write_atomic, write_json_atomic  # noqa: E402,F401
+from common.files import write_atomic  # noqa: E402
 
 
-# ------------------------------------------------------------------ random streams
-def seeded_generator(seed, stream):
-    """A tf.random.Generator for one named use of `seed` ("sample grid", "fid", ...): the
-    streams are independent, so drawing more from one never shifts another."""
-    import tensorflow as tf
-    key = [seed] + list(stream.encode())
-    state = np.random.SeedSequence(key).generate_state(1, np.uint64)[0]
-    return tf.random.Generator.from_seed(int(state >> np.uint64(1)))
-
-
-# ------------------------------------------------------------------ images
 def to_uint8(images):
     """[-1, 1] floats to [0, 255] uint8 (non-finite pixels become 0)."""
     images = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=-1.0, posinf=1.0,
@@ -58,14 +46,6 @@ def save_sample_images(save_dir, name, images, H, W):
     return path
 
 
-def interpolate(v1, v2, W):
-    """W points strictly between v1 and v2, plus both ends: W + 2 rows, v1 first.
-    The tutorial's `interpolate(from_z, to_z, 9)` gives the 11 images of its strip."""
-    v1, v2 = np.asarray(v1, np.float32).reshape(-1), np.asarray(v2, np.float32).reshape(-1)
-    t = np.linspace(0.0, 1.0, W + 2, dtype=np.float32)[:, None]
-    return (1.0 - t) * v1 + t * v2
-
-
 def make_gif(frames_or_paths, path, fps=4):
     """Write an animated GIF from uint8 frames or from image files, in the order given."""
     frames = [imageio.imread(f) if isinstance(f, str) else f for f in frames_or_paths]
@@ -85,7 +65,6 @@ def sample_image_paths(save_dir):
     return sorted((p for p in paths if re.search(r"sample_image_\d+\.png$", p)), key=step)
 
 
-# ------------------------------------------------------------------ curves
 def _plot_unit_metrics(axis, scored, metrics):
     """On a right-hand axis of `axis`, what lies in [0, 1]: the eval_metrics beyond FID of
     the evaluated epochs, and D's mean output on real and on generated images of every
@@ -149,100 +128,3 @@ def plot_learning_curve(losses, metrics, save_dir):
                          lambda f, ext=ext: fig.savefig(f, format=ext, dpi=100))
     finally:
         plt.close(fig)
-
-
-# ------------------------------------------------------------------ JSON lines
-def append_jsonl(path, records):
-    """Append records as JSON lines, flushed and synced so a kill loses at most the line
-    being written (which `read_jsonl` then drops)."""
-    if isinstance(records, dict):
-        records = [records]
-    with reporting(path), open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path):
-    """Read JSON lines, skipping a half-written last line."""
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # only the last line can be half written: nothing follows it
-    return out
-
-
-def repair_jsonl(path, keep):
-    """Rewrite `path` atomically with only the readable records for which `keep(record)`
-    holds: on resume, drops a half-written line and the lines of an epoch being redone."""
-    if not os.path.exists(path):
-        return []
-    records = [r for r in read_jsonl(path) if keep(r)]
-    write_atomic(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records)),
-                 mode="w", fsync=True)
-    return records
-
-
-# ------------------------------------------------------------------ latent space
-def z0_sweep(z, n=100, low=-1.0, high=1.0):
-    """z[0] stepping from `low` to `high` over n images. `z` (n, z_dim): post 001's sweep,
-    each image keeps its own other coordinates (the post draws a fresh z per image), so
-    the sweep shows z[0] amid changing digits; `z` (z_dim,): one z copied n times, the rest
-    fixed, so that z[0] alone changes the image."""
-    z = np.asarray(z, np.float32)
-    out = np.repeat(z.reshape(1, -1), n, axis=0) if z.ndim == 1 else z[:n].copy()
-    if len(out) != n:
-        raise ValueError(f"z0_sweep: {len(out)} rows of z for {n} images")
-    out[:, 0] = np.linspace(low, high, n, dtype=np.float32)
-    return out
-
-
-def latent_walk(model, points, steps=16):
-    """Frames (uint8) of a closed walk through `points` of z, `steps` frames per straight
-    leg: the DCGAN paper's "walking in the latent space"."""
-    points = np.asarray(points, np.float32)
-    legs = [interpolate(points[i], points[(i + 1) % len(points)], steps - 2)[:-1]
-            for i in range(len(points))]
-    z = np.concatenate(legs, axis=0)
-    return list(to_uint8(model.generate(z)))
-
-
-def parse_groups(text, n_images, rng):
-    """Three triples of grid indices for vector arithmetic: 'a,b,c;d,e,f;g,h,i' (1-based
-    positions in sample_random.png, row by row), or random ones for 'random'."""
-    from common.errors import UserError
-    if text == "random":
-        # Distinct images where the grid has nine; repeats allowed on a smaller grid.
-        return rng.choice(n_images, size=(3, 3), replace=n_images < 9).tolist()
-    try:
-        groups = [[int(v) - 1 for v in part.split(",")] for part in text.split(";")]
-    except ValueError:
-        groups = None
-    if (groups is None or len(groups) != 3 or any(len(g) != 3 for g in groups)
-            or any(not 0 <= i < n_images for g in groups for i in g)):
-        raise UserError(f"--arithmetic '{text}': expected three triples of image numbers "
-                        f"1..{n_images} from sample_random.png, e.g. '1,2,3;4,5,6;7,8,9'")
-    return groups
-
-
-def arithmetic_z(z, groups):
-    """The DCGAN paper's vector arithmetic on averaged z: mean(A) - mean(B) + mean(C), each
-    the mean of a triple (one z alone carries too much of its own face)."""
-    a, b, c = (np.asarray(z, np.float32)[g].mean(axis=0) for g in groups)
-    return a - b + c
-
-
-def vector_arithmetic(model, z, groups):
-    """Images for a 4 x 4 grid: rows 1 to 3 are the triples A, B, C and the image of each
-    triple's mean z; row 4 is mean(A), mean(B), mean(C) and the result mean(A) - mean(B)
-    + mean(C)."""
-    z = np.asarray(z, np.float32)
-    means = [z[g].mean(axis=0) for g in groups]
-    rows = [np.concatenate([z[g], m[None]], axis=0) for g, m in zip(groups, means)]
-    rows.append(np.stack(means + [arithmetic_z(z, groups)]))
-    return model.generate(np.concatenate(rows, axis=0))

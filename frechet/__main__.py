@@ -1,0 +1,4 @@
+"""`python -m frechet stats|score ...`: see frechet.cli."""
+from frechet.cli import main
+
+main()
