@@ -111,9 +111,7 @@ def dataset_key(config, num_images):
     size = "x".join(map(str, config.image_size)) if config.image_size else "orig"
     crop = config.crop_size or "none"
     n = min(config.stats_sample_size, num_images)
-    # The seed picks the sample; seed 0 keeps the names files had before it was added.
-    seed = f"_seed{config.seed}" if config.seed else ""
-    return f"{source}_crop{crop}_{size}_n{n}{seed}"
+    return f"{source}_crop{crop}_{size}_n{n}"
 
 
 def dataset_stats_path(config, num_images):
@@ -123,10 +121,16 @@ def dataset_stats_path(config, num_images):
     return os.path.join(cache_dir(), "stats", dataset_key(config, num_images) + ".npz")
 
 
+# The real sample behind the statistics is the data set's, not a run's: the same for every
+# training seed, so that the seeds of one config are scored against one reference (a
+# reference drawn with each run's seed would add its own sampling spread to theirs).
+STATS_SEED = 0
+
+
 def _stats_sample(config, images):
     """The indices of the `stats_sample_size` images the statistics are computed from."""
     n = min(config.stats_sample_size, len(images))
-    return np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n])
+    return np.sort(np.random.default_rng(STATS_SEED).permutation(len(images))[:n])
 
 
 def dataset_provenance(config, images):
@@ -144,7 +148,7 @@ def dataset_provenance(config, images):
     return {"source": config.dataset, "identity": identity, "split": split,
             "sample_sha1": digest.hexdigest(), "crop": config.crop_size,
             "image_size": list(config.image_size) if config.image_size else None,
-            "seed": config.seed, "selection": "seeded permutation, sorted", "n": len(idx)}
+            "seed": STATS_SEED, "selection": "seeded permutation, sorted", "n": len(idx)}
 
 
 def statistics_images(config, images):
@@ -158,7 +162,8 @@ def statistics_images(config, images):
 def ensure_dataset_statistics(config, images, inception, verbose=True):
     """Return the path of the statistics for `images` (uint8, (N, H, W, C), as training sees
     them; replaced by the test split with `stats_split` "test"), computing them from
-    `stats_sample_size` images drawn with `seed` if the file does not exist yet."""
+    `stats_sample_size` images drawn with STATS_SEED (whatever the run's seed) if the file
+    does not exist yet."""
     images = statistics_images(config, images)
     path = dataset_stats_path(config, len(images))
     if os.path.exists(path):
