@@ -64,6 +64,9 @@ def parse_args(argv=None):
                         "test and train, from the same samples) and write the score record "
                         "to FILE (JSON: every metric of each split, the command, the sample "
                         "seed, the checkpoint, the CPU); an existing FILE is refused")
+    p.add_argument("--zoom", type=_at_least_one, default=1, metavar="K",
+                   help="draw each pixel of the PNG grids as a K x K block (nearest "
+                        "neighbour), for pages; the scores never see it (default 1)")
     p.add_argument("--walk", action="store_true",
                    help="also write latent_walk.gif, a walk through random points of z")
     p.add_argument("--arithmetic", nargs="?", const="random", default=None, metavar="GROUPS",
@@ -337,7 +340,7 @@ def draw_figures(args, config, model, out):
     z = draw_z(H * W)
     labels = np.arange(H * W) % config.num_classes if model.conditional else None
     save = lambda name, imgs, h, w: print(  # noqa: E731
-        "wrote", figures.save_sample_images(out, name, imgs, h, w))
+        "wrote", figures.save_sample_images(out, name, imgs, h, w, scale=args.zoom))
     save("sample_random", model.generate(z, labels=labels), H, W)
     extras = {}   # what the score record keeps of the figures (the class accuracy)
 
@@ -363,7 +366,11 @@ def draw_figures(args, config, model, out):
         print("wrote", figures.make_gif(frames, os.path.join(out, "latent_walk.gif"),
                                       fps=12))
     if args.arithmetic == "attribute" and not model.conditional:
-        save("arithmetic", attribute_arithmetic(config, model, args.seed), 4, 4)
+        grid, read_as = attribute_arithmetic(config, model, args.seed)
+        save("arithmetic", grid, 4, 4)
+        print("wrote", figures.arithmetic_figure(
+            grid, ("bold 3", "thin 3", "thin 7"), f"read as {read_as}",
+            os.path.join(out, "arithmetic_labelled.png")))
     elif args.arithmetic and not model.conditional:
         groups = latent.parse_groups(args.arithmetic, H * W, rng)
         grid = latent.vector_arithmetic(model, z, groups)
@@ -403,16 +410,18 @@ def require_mnist(config, flag):
 def attribute_arithmetic(config, model, seed):
     """arithmetic.png for --arithmetic attribute: bold 3 - thin 3 + thin 7 (post 004's
     smiling woman - neutral woman + neutral man), the triples found among 3,000 samples by
-    the MNIST classifier and the stroke weight; prints what the result is read as."""
+    the MNIST classifier and the stroke weight; prints what the result is read as. Returns
+    the grid's 16 images and the digit the result is read as."""
     require_mnist(config, "--arithmetic attribute")
     classifier = load_classifier()
     z, groups, result = latent.attribute_arithmetic(model, classifier, seed=seed)
     image = model.generate(result[None])
     weights = [latent.stroke_weight(model.generate(z[g])).mean() for g in groups]
+    read_as = int(classify(classifier, image)[0])
     print(f"bold 3 - thin 3 + thin 7 (stroke weights {weights[0]:.2f}, {weights[1]:.2f}, "
-          f"{weights[2]:.2f}): read as {int(classify(classifier, image)[0])}, stroke weight "
+          f"{weights[2]:.2f}): read as {read_as}, stroke weight "
           f"{latent.stroke_weight(image)[0]:.2f}")
-    return latent.vector_arithmetic(model, z, groups)
+    return latent.vector_arithmetic(model, z, groups), read_as
 
 
 def print_class_accuracy(model, seed):

@@ -35,14 +35,53 @@ def image_grid(images, H, W, pad=2):
     return grid[..., 0] if c == 1 else grid
 
 
-def save_sample_images(save_dir, name, images, H, W):
+def zoom(image, k):
+    """Each pixel of a uint8 image drawn as a k x k block (nearest neighbour): bigger on a
+    page, with no pixel value the model did not draw."""
+    return image if k == 1 else np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+
+
+def save_sample_images(save_dir, name, images, H, W, scale=1):
     """Save images as an H x W grid to `save_dir/sample_image_{name}.png` when `name` is a
-    step number (as the tutorial did), else to `save_dir/{name}.png`."""
+    step number (as the tutorial did), else to `save_dir/{name}.png`; `scale` > 1 draws
+    each pixel as a scale x scale block (test.py --zoom)."""
     filename = f"sample_image_{name}.png" if isinstance(name, (int, np.integer)) else f"{name}.png"
     path = os.path.join(save_dir, filename)
-    grid = image_grid(images, H, W)
+    grid = zoom(image_grid(images, H, W), scale)
     # Atomic: a half-written frame would stop training.gif from being made.
     write_atomic(path, lambda f: imageio.imwrite(f, grid, format="png"))
+    return path
+
+
+def arithmetic_figure(images, names, result_name, path):
+    """The DCGAN paper's vector-arithmetic figure (its Fig. 7), labelled: for A - B + C, a
+    column per group (its three samples, then the image of their mean z, `names` above),
+    the signs between them, and the result of the means' arithmetic (`result_name` above).
+    `images`: vector_arithmetic's 16, in [-1, 1]."""
+    pixels = to_uint8(images)
+    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    cmap = "gray" if pixels.ndim == 3 else None
+    fig, axes = plt.subplots(4, 7, figsize=(7.0, 4.6),
+                             gridspec_kw={"width_ratios": [1, 0.35, 1, 0.35, 1, 0.35, 1]})
+    for ax in axes.ravel():
+        ax.axis("off")
+    for g in range(3):
+        for r in range(4):
+            # Rows 1-3: group g's samples (vector_arithmetic's row g); row 4: their mean z.
+            image = pixels[g * 4 + r] if r < 3 else pixels[12 + g]
+            axes[r, 2 * g].imshow(image, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        axes[0, 2 * g].set_title(names[g], fontsize=11)
+    axes[3, 6].imshow(pixels[15], cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+    axes[3, 6].set_title(result_name, fontsize=11)
+    for col, sign in ((1, "−"), (3, "+"), (5, "=")):
+        axes[3, col].text(0.5, 0.5, sign, fontsize=20, ha="center", va="center")
+    axes[3, 0].text(-0.15, 0.5, "mean z", fontsize=9, ha="right", va="center",
+                    transform=axes[3, 0].transAxes)
+    fig.suptitle(f"{names[0]} − {names[1]} + {names[2]}, on the means of three z each "
+                 "(the DCGAN paper's Fig. 7)", fontsize=11)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
     return path
 
 

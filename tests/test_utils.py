@@ -189,3 +189,17 @@ def test_a_write_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
         f"{events}; No space left on device\n\tFailed to flush 11 events"))
     assert (error.path, error.reason) == (events, "No space left on device")
     assert full_disk(RuntimeError("OOM when allocating tensor with shape [64]")) is None
+
+
+def test_zoom_draws_each_pixel_as_a_block(tmp_path):
+    """--zoom K: every pixel a K x K block of its own value, no value the grid lacks; the
+    saved grid is the unzoomed one with each pixel repeated."""
+    import imageio.v2 as imageio
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    big = figures.zoom(image, 2)
+    assert big.shape == (4, 6) and big[1, 3] == image[0, 1] and big[3, 5] == image[1, 2]
+    assert np.array_equal(big[::2, ::2], image) and set(big.ravel()) == set(image.ravel())
+    samples = np.random.default_rng(0).uniform(-1, 1, (6, 5, 4, 1)).astype(np.float32)
+    one = imageio.imread(figures.save_sample_images(str(tmp_path), "one", samples, 2, 3))
+    three = imageio.imread(figures.save_sample_images(str(tmp_path), "three", samples, 2, 3, scale=3))
+    assert np.array_equal(three, np.repeat(np.repeat(one, 3, axis=0), 3, axis=1))
