@@ -38,6 +38,7 @@ import tensorflow as tf
 from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.errors import ArgumentParser  # noqa: E402
 from bench.common import (ceiling_from, describe_ceiling, forward_flops,  # noqa: E402
                           machine_info, matmul_timer)
 from bench.serve import (Served, describe, interleave, serve, speed_ratio,  # noqa: E402
@@ -100,8 +101,8 @@ def scipy_sqrtm_distance(mu1, sigma1, mu2, sigma2):
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean.real))
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--torch-python", default=None,
@@ -118,7 +119,12 @@ def parse_args():
     parser.add_argument("--metrics-n", type=int, default=10000,
                         help="samples per side for timing KID, precision/recall, "
                              "density/coverage (default 10000, as test.py's)")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    bad = [item for item in args.versus_env or [] if "=" not in item]
+    if bad:
+        parser.error(f"--versus-env '{bad[0]}': expected NAME=VALUE, e.g. "
+                     "TF_ENABLE_ONEDNN_OPTS=1")
+    return args
 
 
 def main():

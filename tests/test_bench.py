@@ -196,3 +196,13 @@ def test_train_step_bench_refuses_a_versus_without_equals_in_one_line(argv, said
         train_step.parse_args(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and said in err
+
+
+def test_fid_bench_refuses_a_versus_env_without_equals_in_one_line(capsys):
+    """bench/fid.py `--versus-env foo` (no `=`): one line and status 2, not a traceback."""
+    from bench import fid as fid_bench
+    with pytest.raises(SystemExit) as exit_:
+        fid_bench.parse_args(["--versus-env", "foo"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "--versus-env 'foo': expected NAME=VALUE" in err

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from learning import latent
 from learning.checkpoints import read_exported
