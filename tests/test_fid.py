@@ -536,8 +536,8 @@ def test_save_samples_writes_the_scored_images_whose_fid_is_the_same(inception, 
     folder = tmp_path / "samples"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")           # 10 samples: singular, and it says so
-        value, _ = test_script.score(config, model, 10, seed=3, metrics=("fid",),
-                                     save_dir=str(folder))
+        value = test_script.score(config, model, 10, seed=3, metrics=("fid",),
+                                  save_dir=str(folder))["train"]["fid"]
         files = sorted(folder.glob("*.png"))
         assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
         first = iio.imread(files[0])
