@@ -73,7 +73,8 @@ def read_record(path):
     try:
         with open(path) as f:
             record = json.load(f)
-        record["splits"]["test" if "test" in record["splits"] else "train"]["fid"]
+        if not all("fid" in values for values in record["splits"].values()):
+            raise KeyError("fid")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"score record '{path}' cannot be read ({type(e).__name__}: {e}): "
                         "move it away to score again") from None
