@@ -193,20 +193,27 @@ def score_seeds(args):
     splits from one pass and recorded in its folder (scores_n<N>_seed<S>.json, kept: a
     second call scores only the seeds without one), then the table of every seed and the
     mean ± std over seeds (PARENT/seeds_n<N>_seed<S>.md and .json) and every seed's FID
-    curve (PARENT/fid_curves.png). No figures are drawn."""
+    curve (PARENT/fid_curves.png). A seed still training (its metrics.jsonl short of
+    num_epochs) is named and left out of the table. No figures are drawn."""
     refused = [flag for flag, value in (("--export", args.export), ("--checkpoint",
                args.checkpoint), ("--scores", args.scores), ("--collapse", args.collapse),
                ("--save-samples", args.save_samples)) if value]
     if refused:
         raise UserError(f"{refused[0]} takes one run: '{args.save_dir}' holds several seeds' "
                         "runs; give one of its seed folders")
-    parent, records = args.save_dir, {}
+    parent, records, unfinished = args.save_dir, {}, {}
     for seed, folder in seeds.seed_runs(parent):
         run_args = argparse.Namespace(**{**vars(args), "save_dir": folder})
         config = read_config(run_args)
         n = config.eval_sample_size if args.n_samples is None else args.n_samples
         if n < 1:
             raise UserError("--n-samples: a table of scores needs samples (above 0)")
+        done = seeds.epochs_done(folder)
+        if done < config.num_epochs:
+            unfinished[seed] = done
+            print(f"== seed {seed}: at epoch {done} of {config.num_epochs}, not scored "
+                  f"(finish it with the command in {seeds.SEEDS_FILE})")
+            continue
         path = os.path.join(folder, f"scores_n{n}_seed{args.seed}.json")
         if os.path.exists(path):
             records[seed] = read_record(path)
@@ -224,12 +231,20 @@ def score_seeds(args):
                                     ema=model.generator_ema is not None and not args.no_ema,
                                     **extras)
         write_record(path, records[seed])
+    if not records:
+        raise UserError(f"no seed in '{parent}' has finished training: run the command in "
+                        f"its {seeds.SEEDS_FILE} to the end, then score")
     summary = seeds.summarize(records)
-    text = seeds.table(records, summary)
+    text = seeds.table(records, summary) + "".join(
+        f"\nseed {s}: not scored, trained to epoch {e} of {config.num_epochs}\n"
+        for s, e in unfinished.items())
     base = os.path.join(parent, f"seeds_n{n}_seed{args.seed}")
     write_atomic(base + ".md", lambda f: f.write(text), mode="w")
-    write_json_atomic(base + ".json", {"command": args.command, "n_samples": n,
-                                       "sample_seed": args.seed, "runs": records, **summary})
+    training = seeds.read_parent(parent)
+    write_json_atomic(base + ".json", {
+        "command": args.command, "n_samples": n, "sample_seed": args.seed,
+        "training": {"command": training.get("command"), "config": training["config"]},
+        "unfinished": unfinished, "runs": records, **summary})
     curves = seeds.plot_fid_curves(seeds.seed_runs(parent), os.path.join(parent,
                                                                           "fid_curves.png"))
     print(text, end="")

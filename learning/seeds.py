@@ -89,6 +89,14 @@ def seed_runs(parent):
     return runs
 
 
+def epochs_done(folder):
+    """The last epoch a run finished (its metrics.jsonl), 0 before the first: a seed is
+    scored only once it has trained to its config's num_epochs."""
+    from learning.records import read_jsonl
+    return max((r.get("epoch", 0) for r in read_jsonl(os.path.join(folder, "metrics.jsonl"))),
+               default=0)
+
+
 def _check_seed(folder, seed):
     path = os.path.join(folder, "hyperparam.json")
     if os.path.exists(path):
@@ -154,7 +162,7 @@ def table(scores, summary):
                                    for k, _, d in COLUMNS if k in first["splits"][s]]
                     + ([f"{record['class_accuracy']:.4f}"] if accuracy else []))
     mean, std = summary["mean"], summary["std"]
-    rows.append([f"mean ± std ({summary['n']} runs)"]
+    rows.append([f"mean ± std ({summary['n']} run{'s' if summary['n'] != 1 else ''})"]
                 + [_pm(mean["splits"][s][k], std["splits"][s][k], d) for s in splits
                    for k, _, d in COLUMNS if k in first["splits"][s]]
                 + ([_pm(mean["class_accuracy"], std["class_accuracy"], 4)] if accuracy

@@ -126,8 +126,24 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
         r = score(parent / f"seed{seed}", "--out", str(tmp_path / f"f{seed}"))
         assert r.returncode == 0, r.stderr[-3000:]
         alone[seed] = float(re.search(r"^FID: ([0-9.]+)$", r.stdout, re.M)[1])
+    # A seed still training is named and left out; with none finished there is no table.
+    metrics = {s: parent / f"seed{s}" / "metrics.jsonl" for s in (0, 1)}
+    kept = {s: path.read_text() for s, path in metrics.items()}
+    for path in metrics.values():
+        path.write_text("")
+    r = score(parent)
+    assert r.returncode == 2 and "no seed in" in r.stderr and len(our_lines(r.stderr)) == 1
+    metrics[0].write_text(kept[0])
     r = score(parent)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "seed 1: at epoch 0 of 1, not scored" in r.stdout
+    assert "| mean ± std (1 run) |" in r.stdout and not (parent / "seed1" /
+                                                        "scores_n8_seed0.json").exists()
+    assert json.loads((parent / "seeds_n8_seed0.json").read_text())["unfinished"] == {"1": 0}
+    metrics[1].write_text(kept[1])
+    r = score(parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "scored before" in r.stdout and "not scored" not in r.stdout
     summary = json.loads((parent / "seeds_n8_seed0.json").read_text())
     fids = {int(s): rec["splits"]["train"]["fid"] for s, rec in summary["runs"].items()}
     assert {s: round(v, 4) for s, v in fids.items()} == alone
@@ -139,6 +155,8 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
     assert (parent / "fid_curves.png").stat().st_size > 1000
     for seed in (0, 1):
         assert (parent / f"seed{seed}" / "scores_n8_seed0.json").exists()
+    assert summary["training"]["config"] == json.loads((parent / "seeds.json").read_text())[
+        "config"] and summary["unfinished"] == {}
     again = score(parent)
     assert again.returncode == 0 and again.stdout.count("scored before") == 2
     assert json.loads((parent / "seeds_n8_seed0.json").read_text())["runs"] == summary["runs"]
