@@ -112,13 +112,16 @@ def test_the_headline_numbers_are_those_of_the_full_results_table():
     for config, numbers in headline_numbers("README.md").items():
         # The training split's FID is the full table's; the test split's numbers are those
         # of the table of both splits.
-        assert [full[config][4].strip("*")] == numbers["FID (train)"], config
+        # A cell's first number is the shipped run's; what follows (a mean ± std over
+        # training seeds) is checked against the seeds' records.
+        first = {name: values[:1] for name, values in numbers.items()}
+        assert [full[config][4].strip("*")] == first["FID (train)"], config
         test_row = next(row for row in table_after(results, ["against", "FID", "KID"])
                         if row[0] == config and "test images" in row[1])
-        assert [test_row[2]] == [n.strip("*") for n in numbers["FID (test split)"]], config
-        assert [test_row[3].split(" ")[0]] == numbers["KID (test split)"], config
-        assert [test_row[4]] == numbers["precision (test split)"], config
-        assert [test_row[5]] == numbers["recall (test split)"], config
+        assert [test_row[2]] == [n.strip("*") for n in first["FID (test split)"]], config
+        assert [test_row[3].split(" ")[0]] == first["KID (test split)"], config
+        assert [test_row[4]] == first["precision (test split)"], config
+        assert [test_row[5]] == first["recall (test split)"], config
 
 
 @pytest.mark.parametrize("readme, other", [("README.md", "README.ko.md"),
@@ -146,8 +149,9 @@ def test_the_readme_is_a_front_door():
 # ------------------------------------------------------------------ the shipped scores
 # Each shipped model's 10,000-sample scores live in pretrained/<name>/scores.json (the format:
 # "splits": {"test"|"train": {"fid", "kid", "kid_std", "precision", ...}}, "class_accuracy",
-# "sampling_spread": {"fid_test": [...], "mean_test", "std_test", ...}, "training_seeds":
-# {"runs": [{"splits": ...}], "mean": {split: {...}}, "std": {split: {...}}}). A README number is
+# "sampling_spread": {"fid_test": [...], "mean_test", "std_test", ...}); its training seeds'
+# records beside it, pretrained/<name>/seeds_*.json ({"runs": {seed: record}, "mean":
+# {"splits": ...}, "std": {"splits": ...}}), join it as "training_seeds". A README number is
 # right when some number of that model's record, of the same metric and split (and a standard
 # deviation where the README writes one after ±), rounds to it at the decimals shown.
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
@@ -238,16 +242,54 @@ def score_mismatches(text, records):
     return problems
 
 
+def seeds_records(name):
+    """{file name: record} of a shipped model's training seeds: pretrained/<name>/seeds_*.json,
+    each the seeds_n<N>_seed<S>.json that `test.py --save-dir PARENT` wrote for a
+    `train.py --seeds` folder, copied as it is."""
+    folder = os.path.join(ROOT, "pretrained", name)
+    out = {}
+    for file in sorted(os.listdir(folder)):
+        if file.startswith("seeds_") and file.endswith(".json"):
+            with open(os.path.join(folder, file), encoding="utf-8") as f:
+                out[file] = json.load(f)
+    return out
+
+
 def shipped_records():
+    """{name: its scores.json, with its training seeds' records under "training_seeds"}."""
     records, missing = {}, []
     for name in shipped_models():
         path = os.path.join(ROOT, "pretrained", name, "scores.json")
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 records[name] = json.load(f)
+            records[name]["training_seeds"] = seeds_records(name)
         else:
             missing.append(os.path.relpath(path, ROOT))
     return records, missing
+
+
+def test_every_training_seeds_record_is_whole_and_in_the_results_page():
+    """Each seeds record holds every seed's scores on both splits and their mean ± std (n - 1)
+    over seeds, recomputed here; docs/results.md gives its table as test.py wrote it; both
+    READMEs give its test-split FID as mean ± std with the number of runs."""
+    from learning.seeds import summarize, table
+    results = read("docs", "results.md")
+    for name in shipped_models():
+        for file, record in seeds_records(name).items():
+            runs = record["runs"]
+            assert len(runs) >= 3 and record["n"] == len(runs) and not record["unfinished"], file
+            assert all(set(r["splits"]) == {"test", "train"} for r in runs.values()), file
+            summary = summarize(runs)
+            for kind in ("mean", "std"):
+                assert summary[kind] == pytest.approx(record[kind], abs=1e-12), (file, kind)
+            assert table(runs, summary) in results, f"docs/results.md lacks {name}'s {file}"
+            mean, std = (record[k]["splits"]["test"]["fid"] for k in ("mean", "std"))
+            for readme in ("README.md", "README.ko.md"):
+                row = next(r for r in table_after(read(readme), list(SCORE_COLUMNS))
+                           if r[0] == f"`{name}`")
+                assert f"{mean:.2f} ± {std:.2f}" in " ".join(row), (readme, name, file)
+                assert re.search(rf"\b{len(runs)}\s*(runs|회)", " ".join(row)), (readme, name)
 
 
 @pytest.mark.parametrize("readme", ["README.md", "README.ko.md"])
