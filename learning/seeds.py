@@ -182,7 +182,7 @@ def plot_fid_curves(runs, path):
     curves = {}
     for seed, folder in runs:
         points = [(r["epoch"], r["fid"]) for r in
-                  read_jsonl(os.path.join(folder, "metrics.jsonl")) if "fid" in r]
+                  read_jsonl(os.path.join(folder, "metrics.jsonl")) if r.get("fid") is not None]
         if points:
             curves[seed] = dict(points)
             ax.plot(*zip(*points), marker="o", markersize=3, linewidth=1, alpha=0.7,
@@ -192,7 +192,7 @@ def plot_fid_curves(runs, path):
         ax.plot(shared, [sum(c[e] for c in curves.values()) / len(curves) for e in shared],
                 color="black", linewidth=2, label=f"mean of {len(curves)}")
     n = {r.get("n_samples") for _, f in runs
-         for r in read_jsonl(os.path.join(f, "metrics.jsonl")) if "fid" in r}
+         for r in read_jsonl(os.path.join(f, "metrics.jsonl")) if r.get("fid") is not None}
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"FID ({', '.join(str(v) for v in sorted(n) if v)} samples)")
     ax.set_title("FID during training, every seed")

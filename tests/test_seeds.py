@@ -162,3 +162,20 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
     assert json.loads((parent / "seeds_n8_seed0.json").read_text())["runs"] == summary["runs"]
     r = score(parent, "--scores", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "--scores takes one run" in r.stderr
+
+
+def test_fid_curves_pass_over_epochs_without_an_evaluation(tmp_path):
+    """metrics.jsonl has a line per epoch, with "fid": null where no FID was scored
+    (eval_every > 1): the figure draws the scored epochs and their mean."""
+    from learning.records import append_jsonl
+    from learning.seeds import plot_fid_curves
+    runs = []
+    for seed, fids in ((0, [None, 20.0, None, 12.0]), (1, [None, 22.0, None, 11.0])):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        append_jsonl(str(folder / "metrics.jsonl"),
+                     [{"epoch": e + 1, "fid": f, "n_samples": None if f is None else 2000}
+                      for e, f in enumerate(fids)])
+        runs.append((seed, str(folder)))
+    path = plot_fid_curves(runs, str(tmp_path / "curves.png"))
+    assert os.path.getsize(path) > 1000
