@@ -15,6 +15,7 @@ import os
 from common.errors import UserError
 from common.files import write_json_atomic
 from learning.config import Config
+from learning.records import read_jsonl
 
 SEEDS_FILE = "seeds.json"
 
@@ -92,7 +93,6 @@ def seed_runs(parent):
 def epochs_done(folder):
     """The last epoch a run finished (its metrics.jsonl), 0 before the first: a seed is
     scored only once it has trained to its config's num_epochs."""
-    from learning.records import read_jsonl
     return max((r.get("epoch", 0) for r in read_jsonl(os.path.join(folder, "metrics.jsonl"))),
                default=0)
 
@@ -177,7 +177,6 @@ def plot_fid_curves(runs, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from learning.records import read_jsonl
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     curves = {}
     for seed, folder in runs:
