@@ -5,14 +5,21 @@ distribution (mean ± standard deviation over seeds), as GAN results are reporte
 seed2 (each an ordinary run folder, resumable on its own), and runs/X/seeds.json names the
 config and the seeds. `python test.py --save-dir runs/X` scores every seed and writes the
 table (seeds.md, seeds.json) and every seed's FID curve (fid_curves.png).
+`python -m learning.seeds runs/X pretrained/NAME/seeds_LABEL` keeps the records of such a
+folder (no checkpoints: a few kilobytes) where `python test.py --save-dir` on the copy
+rebuilds the same table, so a table outlives the machine that trained its seeds.
 
 Imports no TensorFlow: a wrong folder fails in a second.
 """
+import filecmp
+import glob
 import json
 import math
 import os
+import shutil
+import sys
 
-from common.errors import UserError
+from common.errors import ArgumentParser, UserError, exit_on_user_error
 from common.files import write_json_atomic
 from learning.config import Config
 from learning.records import read_jsonl
@@ -201,3 +208,60 @@ def plot_fid_curves(runs, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# What keep_records copies: the parent's records and each seed's; never a checkpoint.
+RECORDS = ("seeds.json", "seeds_n*_seed*.md", "seeds_n*_seed*.json",
+           "seed*/hyperparam.json", "seed*/metrics.jsonl", "seed*/best.json",
+           "seed*/scores_n*_seed*.json")
+
+
+def keep_records(parent, dest):
+    """Copy the records of `parent` (a `train.py --seeds` folder, scored by test.py) to
+    `dest`: what `test.py --save-dir dest` needs to rebuild the table with no checkpoint.
+    The parent's own files (seeds.json, the table) are replaced, as they grow with each seed
+    scored; a seed's record already in `dest` with other content is refused before anything
+    is copied (a seed's record is never overwritten), and the same one again is left as it
+    is. Returns the paths written, relative to `dest`."""
+    read_parent(parent)
+    files = sorted({os.path.relpath(p, parent) for pattern in RECORDS
+                    for p in glob.glob(os.path.join(parent, pattern))})
+    if not any(os.path.basename(f).startswith("scores_") for f in files):
+        raise UserError(f"'{parent}' has no scored seed: run `python test.py --save-dir "
+                        f"{parent}` first, then keep its records")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise UserError(f"'{dest}' is a file: give a folder for the records")
+    seed_files = [f for f in files if os.path.dirname(f)]
+    same = [f for f in seed_files if os.path.exists(os.path.join(dest, f))]
+    clash = [f for f in same if not filecmp.cmp(os.path.join(parent, f),
+                                                os.path.join(dest, f), shallow=False)]
+    if clash:
+        raise UserError(f"'{os.path.join(dest, clash[0])}' exists with other content"
+                        f"{f' (and {len(clash) - 1} more files)' if len(clash) > 1 else ''}: "
+                        "keep the records in a new folder")
+    written = [f for f in files if f not in same]
+    for f in written:
+        target = os.path.join(dest, f)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(os.path.join(parent, f), target + ".tmp")
+        os.replace(target + ".tmp", target)
+    return written
+
+
+@exit_on_user_error
+def main(argv=None):
+    p = ArgumentParser(
+        prog="python -m learning.seeds",
+        description="Keep the records of a seeds folder (seeds.json, the table, each seed's "
+                    "hyperparam.json, metrics.jsonl and scores; no checkpoint) in DEST, where "
+                    "`python test.py --save-dir DEST` rebuilds the same table.")
+    p.add_argument("parent", help="the folder of `train.py --seeds ... --save-dir PARENT`")
+    p.add_argument("dest", help="where to keep its records (new, or an earlier copy)")
+    args = p.parse_args(argv)
+    copied = keep_records(args.parent, args.dest)
+    print(f"wrote {len(copied)} files in {args.dest}" + "".join(f"\n  {f}" for f in copied))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -163,6 +163,23 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
     r = score(parent, "--scores", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "--scores takes one run" in r.stderr
 
+    # Its records kept without checkpoints: test.py on the copy rebuilds the same table.
+    kept = tmp_path / "kept"
+    r = run("-m", "learning.seeds", str(parent), str(kept))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(kept.rglob("checkpoint*")) and not list(kept.rglob("*.index"))
+    r = score(kept)
+    assert r.returncode == 0 and r.stdout.count("scored before") == 2, r.stderr[-3000:]
+    assert (kept / "seeds_n8_seed0.md").read_text() == (parent / "seeds_n8_seed0.md").read_text()
+    # Keeping again writes the table only; a seed's kept record with other content is
+    # refused.
+    r = run("-m", "learning.seeds", str(parent), str(kept))
+    assert r.returncode == 0 and "wrote 3 files" in r.stdout and "\n  seed0/" not in r.stdout
+    (kept / "seed1" / "scores_n8_seed0.json").write_text("{}")
+    r = run("-m", "learning.seeds", str(parent), str(kept))
+    assert r.returncode == 2 and "exists with other content" in r.stderr
+    assert len(our_lines(r.stderr)) == 1
+
 
 def test_fid_curves_pass_over_epochs_without_an_evaluation(tmp_path):
     """metrics.jsonl has a line per epoch, with "fid": null where no FID was scored
