@@ -212,20 +212,28 @@ def plot_fid_curves(runs, path):
 
 # What keep_records copies: the parent's records and each seed's; never a checkpoint.
 RECORDS = ("seeds.json", "seeds_n*_seed*.md", "seeds_n*_seed*.json",
-           "seed*/hyperparam.json", "seed*/metrics.jsonl", "seed*/best.json",
+           "seed*/hyperparam.json", "seed*/metrics.jsonl", "seed*/best/best.json",
            "seed*/scores_n*_seed*.json")
+
+
+def _seed_of(path):
+    """'seed2' for 'seed2/metrics.jsonl' (a path in a seeds' folder); None for the parent's."""
+    return path.split(os.sep)[0] if os.sep in path else None
 
 
 def keep_records(parent, dest):
     """Copy the records of `parent` (a `train.py --seeds` folder, scored by test.py) to
     `dest`: what `test.py --save-dir dest` needs to rebuild the table with no checkpoint.
-    The parent's own files (seeds.json, the table) are replaced, as they grow with each seed
-    scored; a seed's record already in `dest` with other content is refused before anything
+    Seeds not scored yet are left out. The parent's own files (seeds.json, the table) are
+    replaced, as they grow with each seed scored; a seed's record already in `dest` with other content is refused before anything
     is copied (a seed's record is never overwritten), and the same one again is left as it
     is. Returns the paths written, relative to `dest`."""
     read_parent(parent)
     files = sorted({os.path.relpath(p, parent) for pattern in RECORDS
                     for p in glob.glob(os.path.join(parent, pattern))})
+    # A seed still training is left out: its metrics.jsonl grows until it is scored.
+    scored = {_seed_of(f) for f in files if os.path.basename(f).startswith("scores_")}
+    files = [f for f in files if _seed_of(f) is None or _seed_of(f) in scored]
     if not any(os.path.basename(f).startswith("scores_") for f in files):
         raise UserError(f"'{parent}' has no scored seed: run `python test.py --save-dir "
                         f"{parent}` first, then keep its records")

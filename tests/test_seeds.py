@@ -140,6 +140,9 @@ def test_test_py_scores_every_seed_and_gives_mean_and_std(tmp_path, tiny_json, i
     assert "| mean ± std (1 run) |" in r.stdout and not (parent / "seed1" /
                                                         "scores_n8_seed0.json").exists()
     assert json.loads((parent / "seeds_n8_seed0.json").read_text())["unfinished"] == {"1": 0}
+    r = run("-m", "learning.seeds", str(parent), str(tmp_path / "partial"))
+    assert r.returncode == 0 and not (tmp_path / "partial" / "seed1").exists(), r.stderr
+    assert (tmp_path / "partial" / "seed0" / "scores_n8_seed0.json").exists()
     metrics[1].write_text(kept[1])
     r = score(parent)
     assert r.returncode == 0, r.stderr[-3000:]
