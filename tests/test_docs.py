@@ -4,6 +4,7 @@ the one in that model's record, pretrained/<name>/scores.json, rounded as shown,
 command in docs/; the README's offline route for the FID weights works; every link resolves;
 every config key and script option is documented with its true default."""
 import dataclasses
+import glob
 import importlib.util
 import json
 import os
@@ -150,7 +151,7 @@ def test_the_readme_is_a_front_door():
 # Each shipped model's 10,000-sample scores live in pretrained/<name>/scores.json (the format:
 # "splits": {"test"|"train": {"fid", "kid", "kid_std", "precision", ...}}, "class_accuracy",
 # "sampling_spread": {"fid_test": [...], "mean_test", "std_test", ...}); its training seeds'
-# records beside it, pretrained/<name>/seeds_*.json ({"runs": {seed: record}, "mean":
+# records beside it, pretrained/<name>/seeds_*/seeds_n*.json ({"runs": {seed: record}, "mean":
 # {"splits": ...}, "std": {"splits": ...}}), join it as "training_seeds". A README number is
 # right when some number of that model's record, of the same metric and split (and a standard
 # deviation where the README writes one after ±), rounds to it at the decimals shown.
@@ -243,15 +244,14 @@ def score_mismatches(text, records):
 
 
 def seeds_records(name):
-    """{file name: record} of a shipped model's training seeds: pretrained/<name>/seeds_*.json,
-    each the seeds_n<N>_seed<S>.json that `test.py --save-dir PARENT` wrote for a
-    `train.py --seeds` folder, copied as it is."""
-    folder = os.path.join(ROOT, "pretrained", name)
+    """{path: record} of a shipped model's training seeds: the table
+    (seeds_n<N>_seed<S>.json) of each pretrained/<name>/seeds_<label>/, a `train.py --seeds`
+    folder's records kept by `python -m learning.seeds` and scored by test.py."""
     out = {}
-    for file in sorted(os.listdir(folder)):
-        if file.startswith("seeds_") and file.endswith(".json"):
-            with open(os.path.join(folder, file), encoding="utf-8") as f:
-                out[file] = json.load(f)
+    for path in sorted(glob.glob(os.path.join(ROOT, "pretrained", name, "seeds_*",
+                                              "seeds_n*_seed*.json"))):
+        with open(path, encoding="utf-8") as f:
+            out[os.path.relpath(path, ROOT)] = json.load(f)
     return out
 
 
@@ -282,7 +282,9 @@ def test_every_training_seeds_record_is_whole_and_in_the_results_page():
             assert all(set(r["splits"]) == {"test", "train"} for r in runs.values()), file
             summary = summarize(runs)
             for kind in ("mean", "std"):
-                assert summary[kind] == pytest.approx(record[kind], abs=1e-12), (file, kind)
+                for split, values in summary[kind]["splits"].items():
+                    assert values == pytest.approx(record[kind]["splits"][split],
+                                                   abs=1e-12), (file, kind, split)
             assert table(runs, summary) in results, f"docs/results.md lacks {name}'s {file}"
             mean, std = (record[k]["splits"]["test"]["fid"] for k in ("mean", "std"))
             for readme in ("README.md", "README.ko.md"):
