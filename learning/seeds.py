@@ -16,11 +16,10 @@ import glob
 import json
 import math
 import os
-import shutil
 import sys
 
 from common.errors import ArgumentParser, UserError, exit_on_user_error
-from common.files import write_json_atomic
+from common.files import write_atomic, write_json_atomic
 from learning.config import Config
 from learning.records import read_jsonl
 
@@ -225,9 +224,10 @@ def keep_records(parent, dest):
     """Copy the records of `parent` (a `train.py --seeds` folder, scored by test.py) to
     `dest`: what `test.py --save-dir dest` needs to rebuild the table with no checkpoint.
     Seeds not scored yet are left out. The parent's own files (seeds.json, the table) are
-    replaced, as they grow with each seed scored; a seed's record already in `dest` with other content is refused before anything
-    is copied (a seed's record is never overwritten), and the same one again is left as it
-    is. Returns the paths written, relative to `dest`."""
+    replaced, as they grow with each seed scored; a seed's record already in `dest` with
+    other content is refused before anything is copied (a seed's record is never
+    overwritten), and the same one again is left as it is. Returns the paths written,
+    relative to `dest`."""
     read_parent(parent)
     files = sorted({os.path.relpath(p, parent) for pattern in RECORDS
                     for p in glob.glob(os.path.join(parent, pattern))})
@@ -239,8 +239,7 @@ def keep_records(parent, dest):
                         f"{parent}` first, then keep its records")
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise UserError(f"'{dest}' is a file: give a folder for the records")
-    seed_files = [f for f in files if os.path.dirname(f)]
-    same = [f for f in seed_files if os.path.exists(os.path.join(dest, f))]
+    same = [f for f in files if _seed_of(f) and os.path.exists(os.path.join(dest, f))]
     clash = [f for f in same if not filecmp.cmp(os.path.join(parent, f),
                                                 os.path.join(dest, f), shallow=False)]
     if clash:
@@ -249,10 +248,9 @@ def keep_records(parent, dest):
                         "keep the records in a new folder")
     written = [f for f in files if f not in same]
     for f in written:
-        target = os.path.join(dest, f)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(os.path.join(parent, f), target + ".tmp")
-        os.replace(target + ".tmp", target)
+        with open(os.path.join(parent, f), "rb") as src:
+            data = src.read()
+        write_atomic(os.path.join(dest, f), lambda out: out.write(data))
     return written
 
 

@@ -151,10 +151,11 @@ def test_the_readme_is_a_front_door():
 # Each shipped model's 10,000-sample scores live in pretrained/<name>/scores.json (the format:
 # "splits": {"test"|"train": {"fid", "kid", "kid_std", "precision", ...}}, "class_accuracy",
 # "sampling_spread": {"fid_test": [...], "mean_test", "std_test", ...}); its training seeds'
-# records beside it, pretrained/<name>/seeds_*/seeds_n*.json ({"runs": {seed: record}, "mean":
-# {"splits": ...}, "std": {"splits": ...}}), join it as "training_seeds". A README number is
-# right when some number of that model's record, of the same metric and split (and a standard
-# deviation where the README writes one after ±), rounds to it at the decimals shown.
+# records beside it, the table pretrained/<name>/seeds_*/seeds_n*.json ({"runs": {seed:
+# record}, "mean": {"splits": ...}, "std": {"splits": ...}}), join it as "training_seeds".
+# A README number is right when some number of that model's record, of the same metric and
+# split (and a standard deviation where the README writes one after ±), rounds to it at the
+# decimals shown.
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 SCORE_COLUMNS = ("FID", "KID", "precision", "recall")
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+")
@@ -281,10 +282,14 @@ def test_every_training_seeds_record_is_whole_and_in_the_results_page():
             assert len(runs) >= 3 and record["n"] == len(runs) and not record["unfinished"], file
             assert all(set(r["splits"]) == {"test", "train"} for r in runs.values()), file
             summary = summarize(runs)
-            for kind in ("mean", "std"):
+            for kind in ("mean", "std"):      # {"splits": {split: {...}}, "class_accuracy"}
+                assert summary[kind].keys() == record[kind].keys(), (file, kind)
                 for split, values in summary[kind]["splits"].items():
                     assert values == pytest.approx(record[kind]["splits"][split],
                                                    abs=1e-12), (file, kind, split)
+                if "class_accuracy" in summary[kind]:
+                    assert summary[kind]["class_accuracy"] == pytest.approx(
+                        record[kind]["class_accuracy"], abs=1e-12), (file, kind)
             assert table(runs, summary) in results, f"docs/results.md lacks {name}'s {file}"
             mean, std = (record[k]["splits"]["test"]["fid"] for k in ("mean", "std"))
             for readme in ("README.md", "README.ko.md"):
