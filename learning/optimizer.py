@@ -319,6 +319,8 @@ class Optimizer(ABC):
             self._record_resume(resumed, epoch, step)
         else:
             print("starting fresh")
+        if self.config.linear_decay_epochs:    # the first epoch's share of the rate
+            self._set_learning_rate(float(self.curr_learning_rate.numpy()))
         print(f"{self.train_set.num_examples} training images, {self.steps_per_epoch} steps "
               f"per epoch, epochs {epoch + 1} to {self.num_epochs}"
               + (f", {self.replicas} replicas of {self.batch_size // self.replicas} images"
@@ -370,7 +372,7 @@ class Optimizer(ABC):
         print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
               f"G_loss {record['g_loss']:.4f} | {d_out}FID {fid_text} | "
               f"best {float(self.best_score.numpy()):.4f} | "
-              f"lr {float(self.curr_learning_rate.numpy()):.2e} | "
+              f"lr {float(self.optimize_G.learning_rate.numpy()):.2e} | "
               f"{record['seconds']:.0f}s")
 
     def _record_resume(self, path, epoch, step):
@@ -398,10 +400,20 @@ class Optimizer(ABC):
                 "checkpoint": os.path.basename(path), "changes": changes})
 
     def _set_learning_rate(self, lr):
-        """G's rate is `lr` (curr_learning_rate); D's is `lr` times D_learning_rate_ratio."""
+        """The rates of the next epoch: `lr` is the post's rate (curr_learning_rate, which
+        the patience decay lowers); G's is `lr` times the linear decay's factor, D's G's
+        times D_learning_rate_ratio."""
         self.curr_learning_rate.assign(lr)
-        self.optimize_G.learning_rate.assign(lr)
-        self.optimize_D.learning_rate.assign(lr * self.config.D_learning_rate_ratio)
+        g_lr = lr * self._linear_factor(int(self.curr_epoch.numpy()) + 1)
+        self.optimize_G.learning_rate.assign(g_lr)
+        self.optimize_D.learning_rate.assign(g_lr * self.config.D_learning_rate_ratio)
+
+    def _linear_factor(self, epoch):
+        """`linear_decay_epochs` N: epoch e of the last N runs at (num_epochs - e + 1) / (N + 1)
+        of the rate (CycleGAN's n_epochs_decay), the last (and after it) at 1 / (N + 1); the
+        others at 1."""
+        n = self.config.linear_decay_epochs
+        return min(1.0, max(self.num_epochs - epoch + 1, 1) / (n + 1)) if n else 1.0
 
     def _run_epoch(self, epoch, records, writer, verbose, stop):
         """The steps of the epoch that remain (a checkpoint within it holds how many were
@@ -502,7 +514,7 @@ class Optimizer(ABC):
                   "D_real": _mean_if_any(r.get("D_real") for r in epoch_losses),
                   "D_fake": _mean_if_any(r.get("D_fake") for r in epoch_losses),
                   "fid": None, "n_samples": None,
-                  "learning_rate": float(self.curr_learning_rate.numpy()),
+                  "learning_rate": float(self.optimize_G.learning_rate.numpy()),
                   "skipped_steps": int(self.skipped_steps.numpy()),
                   "replicas": self.replicas, "seconds": self._epoch_seconds}
         if self.evaluator is not None and c.eval_every and (epoch % c.eval_every == 0 or last):
@@ -522,6 +534,8 @@ class Optimizer(ABC):
             else:
                 self.num_bad_epochs.assign_add(1)
             self._update_learning_rate()
+        if c.linear_decay_epochs:           # the next epoch's share of the rate
+            self._set_learning_rate(float(self.curr_learning_rate.numpy()))
         return record
 
     def _save_best(self, epoch, score):

@@ -170,7 +170,6 @@ def test_d_learning_rate_ratio_scales_d_only_and_follows_the_decay(tiny_config, 
     assert float(opt.optimize_D.learning_rate.numpy()) == pytest.approx(8e-4)
     # Adam's first step moves each weight by about lr: D's first update is 4 times ratio 1's.
     same = make_run(tiny_config, tmp_path / "one")
-    X = tf.constant(opt.train_set.next_batch(8))
     moved = []
     for run in (same, opt):
         before = [v.numpy().copy() for v in run.model.discriminator.trainable_variables]
@@ -183,6 +182,36 @@ def test_d_learning_rate_ratio_scales_d_only_and_follows_the_decay(tiny_config, 
     opt.train(verbose=False)
     assert float(opt.optimize_G.learning_rate.numpy()) == pytest.approx(1e-4)
     assert float(opt.optimize_D.learning_rate.numpy()) == pytest.approx(4e-4)
+
+
+def test_linear_decay_lowers_the_last_epochs_rates_and_resumes_on_schedule(tiny_config,
+                                                                           tmp_path):
+    """linear_decay_epochs 2 of 4: epochs 1-4 at 1, 1, 2/3, 1/3 of the rate, D's at its
+    ratio, the post's rate (curr_learning_rate) untouched; stopped 2 steps into epoch 3 and
+    resumed, the run equals the one that never stopped, bit for bit."""
+    c = tiny_config.replace(num_epochs=4, linear_decay_epochs=2, D_learning_rate_ratio=2.0,
+                            checkpoint_every_steps=0)
+    straight = make_run(c, tmp_path / "straight")
+    straight.train(verbose=False)
+    lrs = [m["learning_rate"] for m in
+           records.read_jsonl(str(tmp_path / "straight" / "metrics.jsonl"))]
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    assert float(straight.curr_learning_rate.numpy()) == pytest.approx(2e-4)
+    assert float(straight.optimize_D.learning_rate.numpy()) == pytest.approx(2 * 2e-4 / 3)
+
+    first = make_run(c, tmp_path / "stopped")
+    assert first.train(verbose=False, stop=StopAt(first, 12))["epoch"] == 2
+    resumed = make_run(c, tmp_path / "stopped")
+    resumed.train(verbose=False)
+    for a, b in zip(weights(straight) + optimizer_slots(straight),
+                    weights(resumed) + optimizer_slots(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert run_files(tmp_path / "straight") == run_files(tmp_path / "stopped")
+
+    off = make_run(tiny_config.replace(num_epochs=2), tmp_path / "off")
+    off.train(verbose=False)
+    assert [m["learning_rate"] for m in records.read_jsonl(
+        str(tmp_path / "off" / "metrics.jsonl"))] == pytest.approx([2e-4, 2e-4])
 
 
 def test_checkpoint_of_other_architecture_is_named(tiny_config, tmp_path):
