@@ -42,8 +42,9 @@ def claim_parent(parent, config, seeds, command):
     record = read_parent(parent) if os.path.exists(os.path.join(parent, SEEDS_FILE)) else None
     shared = _without_seed(config)
     if record is not None:
-        changed = sorted(k for k in set(shared) | set(record["config"])
-                         if shared.get(k) != record["config"].get(k))
+        # A key added to Config since the parent was made takes its default there.
+        stored = {**_without_seed(Config()), **record["config"]}
+        changed = sorted(k for k in set(shared) | set(stored) if shared.get(k) != stored.get(k))
         if changed:
             k = changed[0]
             raise UserError(

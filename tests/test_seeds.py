@@ -78,6 +78,23 @@ def test_seeds_are_never_mixed_up(tmp_path, tiny_json, image_folder):
     assert r.returncode == 2 and "holds a single run" in r.stderr
 
 
+def test_a_parent_made_before_a_config_key_existed_takes_its_default(tmp_path):
+    """seeds.json of a parent made before Config gained a key lacks it: the key counts as
+    its default there, so the same config goes on and another value is refused."""
+    from common.errors import UserError
+    from learning.config import Config
+    from learning.seeds import claim_parent
+    parent = str(tmp_path / "seeds")
+    claim_parent(parent, Config(), [0], "train.py")
+    path = tmp_path / "seeds" / "seeds.json"
+    record = json.loads(path.read_text())
+    del record["config"]["linear_decay_epochs"]
+    path.write_text(json.dumps(record))
+    assert [s for s, _ in claim_parent(parent, Config(), [1], "train.py")] == [1]
+    with pytest.raises(UserError, match=r"another config \(linear_decay_epochs=0, not 2\)"):
+        claim_parent(parent, Config(linear_decay_epochs=2), [2], "train.py")
+
+
 def test_mean_and_sample_standard_deviation():
     from learning.seeds import mean_std
     values = [6.61, 7.02, 6.85]
