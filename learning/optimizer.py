@@ -372,7 +372,7 @@ class Optimizer(ABC):
         print(f"[epoch {epoch}] step {record['step']} | D_loss {record['d_loss']:.4f} | "
               f"G_loss {record['g_loss']:.4f} | {d_out}FID {fid_text} | "
               f"best {float(self.best_score.numpy()):.4f} | "
-              f"lr {float(self.optimize_G.learning_rate.numpy()):.2e} | "
+              f"lr {record['learning_rate']:.2e} | "   # the rate the epoch ran at
               f"{record['seconds']:.0f}s")
 
     def _record_resume(self, path, epoch, step):

@@ -185,7 +185,7 @@ def test_d_learning_rate_ratio_scales_d_only_and_follows_the_decay(tiny_config, 
 
 
 def test_linear_decay_lowers_the_last_epochs_rates_and_resumes_on_schedule(tiny_config,
-                                                                           tmp_path):
+                                                                           tmp_path, capsys):
     """linear_decay_epochs 2 of 4: epochs 1-4 at 1, 1, 2/3, 1/3 of the rate, D's at its
     ratio, the post's rate (curr_learning_rate) untouched; stopped 2 steps into epoch 3 and
     resumed, the run equals the one that never stopped, bit for bit."""
@@ -196,6 +196,11 @@ def test_linear_decay_lowers_the_last_epochs_rates_and_resumes_on_schedule(tiny_
     lrs = [m["learning_rate"] for m in
            records.read_jsonl(str(tmp_path / "straight" / "metrics.jsonl"))]
     assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    # The console line gives the rate the epoch ran at, as metrics.jsonl does (not the
+    # next epoch's, already set when it prints).
+    printed = [line.split("| lr ")[1].split(" |")[0]
+               for line in capsys.readouterr().out.splitlines() if line.startswith("[epoch")]
+    assert printed == ["2.00e-04", "2.00e-04", "1.33e-04", "6.67e-05"]
     assert float(straight.curr_learning_rate.numpy()) == pytest.approx(2e-4)
     assert float(straight.optimize_D.learning_rate.numpy()) == pytest.approx(2 * 2e-4 / 3)
 
